@@ -1,0 +1,186 @@
+"""How fast is ``course_utils.numpy_nn.conv2d_forward_fast`` / ``conv2d_backward_fast`` next to PyTorch?
+
+    python benchmarks/numpy_conv.py [--repeats 25] [--warmup 3] [--json PATH]
+
+Targets (issue): forward within 1.5x of ``torch.nn.functional.conv2d`` and backward within
+2x of its autograd backward (dx, dw, db), on the CPU, for input (32, 64, 32, 32), weight
+(64, 64, 3, 3), padding 1, float32. The machine may be shared, so absolute times are noisy:
+every implementation runs once per round, rounds are repeated, and each row reports the
+median time and its ratio to PyTorch's median from the same rounds (the targets are about
+these), then the fastest round's time and ratio (the least disturbed by other work). A plain im2col
+(``sliding_window_view`` + ``tensordot``) forward is timed for reference.
+
+The backward rows time the backward alone: the PyTorch graph is built once and
+``torch.autograd.grad(..., retain_graph=True)`` is timed; the NumPy cache is built once.
+Nothing is written unless ``--json PATH`` is given.
+
+On a busy machine (load average above the CPU count) every time grows, NumPy's more than
+PyTorch's: OpenBLAS splits each matrix product evenly between its threads, which wait for
+each other, so one thread that loses its core delays the whole product. The best-round
+columns are then the better guide to what the code does on an idle machine.
+"""
+import argparse
+import ctypes
+import glob
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.lib.stride_tricks import sliding_window_view
+
+from course_utils.numpy_nn.fast_conv import conv2d_backward_fast, conv2d_forward_fast
+
+X_SHAPE = (32, 64, 32, 32)  # (N, C, H, W)
+W_SHAPE = (64, 64, 3, 3)  # (F, C, KH, KW), scaled by 1/sqrt(C*KH*KW)
+PADDING = 1
+
+
+def im2col_tensordot_forward(x, w, b, padding):
+    """The straightforward im2col, stride 1: a window view, then one tensordot."""
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))  # (N, C, Hp, Wp)
+    KH, KW = w.shape[2:]
+    windows = sliding_window_view(x_pad, (KH, KW), axis=(2, 3))  # (N, C, H_out, W_out, KH, KW), a view
+    out = np.tensordot(windows, w, axes=([1, 4, 5], [1, 2, 3]))  # (N, H_out, W_out, F)
+    return out.transpose(0, 3, 1, 2) + b[:, None, None]  # (N, F, H_out, W_out)
+
+
+def blas_info():
+    """NumPy's BLAS library and its thread count, as far as they can be found out."""
+    info = {"numpy": np.__version__, "blas": "unknown", "blas_threads": None}
+    try:
+        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["blas"] = f"{config.get('name')} {config.get('version')}"
+    except Exception:  # older NumPy: no dict mode
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [pool for pool in threadpool_info() if pool.get("user_api") == "blas"]
+        if pools:
+            info["blas_threads"] = pools[0]["num_threads"]
+            info["blas_core"] = pools[0].get("architecture")
+            return info
+    except ImportError:
+        pass
+    # without threadpoolctl: ask the OpenBLAS bundled with the NumPy wheel directly
+    libs_dir = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in glob.glob(os.path.join(libs_dir, "*openblas*")):
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in (("scipy_", "64_"), ("scipy_", ""), ("", "64_"), ("", "")):
+            try:
+                get_threads = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+                get_core = getattr(lib, f"{prefix}openblas_get_corename{suffix}")
+            except AttributeError:
+                continue
+            get_core.restype = ctypes.c_char_p
+            info["blas_threads"] = int(get_threads())
+            info["blas_core"] = get_core().decode()
+            return info
+    return info
+
+
+def interleaved_times(functions, repeats, warmup):
+    """Seconds of every call of each function, run interleaved: one call of each per round."""
+    for _ in range(warmup):
+        for function in functions.values():
+            function()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=25, help="interleaved rounds (at least 20 for the report)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(X_SHAPE, dtype=np.float32)  # (N, C, H, W)
+    w = rng.standard_normal(W_SHAPE, dtype=np.float32) / 24.0  # (F, C, KH, KW), scaled by 1/sqrt(C*KH*KW)
+    b = rng.standard_normal(W_SHAPE[0], dtype=np.float32)  # (F,)
+    x_t, w_t, b_t = (torch.from_numpy(a.copy()).requires_grad_() for a in (x, w, b))
+
+    out_t = F.conv2d(x_t, w_t, b_t, padding=PADDING)  # the graph the backward rows reuse
+    dout = rng.standard_normal(tuple(out_t.shape), dtype=np.float32)  # (N, F, H_out, W_out)
+    dout_t = torch.from_numpy(dout)
+    out, cache = conv2d_forward_fast(x, w, b, padding=PADDING)
+
+    # the timings only mean something if the results agree
+    np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-4, atol=1e-4)
+    grads_t = torch.autograd.grad(out_t, (x_t, w_t, b_t), dout_t, retain_graph=True)
+    for name, mine, ref in zip(("dx", "dw", "db"), conv2d_backward_fast(dout, cache), grads_t):
+        scale = float(np.abs(ref.numpy()).max())
+        np.testing.assert_allclose(mine, ref.numpy(), rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+
+    def torch_forward():
+        with torch.no_grad():
+            F.conv2d(x_t, w_t, b_t, padding=PADDING)
+
+    functions = {
+        "torch forward": torch_forward,
+        "numpy fast forward": lambda: conv2d_forward_fast(x, w, b, padding=PADDING),
+        "numpy im2col (sliding_window_view + tensordot) forward": lambda: im2col_tensordot_forward(x, w, b, PADDING),
+        "torch backward": lambda: torch.autograd.grad(out_t, (x_t, w_t, b_t), dout_t, retain_graph=True),
+        "numpy fast backward": lambda: conv2d_backward_fast(dout, cache),
+    }
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    times = interleaved_times(functions, args.repeats, args.warmup)
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    # the fastest round is the least disturbed by other work on a shared machine
+    bests = {name: min(values) for name, values in times.items()}
+    reference = {name: "torch forward" if "forward" in name else "torch backward" for name in functions}
+    ratios = {name: medians[name] / medians[reference[name]] for name in functions}
+    best_ratios = {name: bests[name] / bests[reference[name]] for name in functions}
+
+    info = blas_info()
+    env = {name: os.environ.get(name) for name in
+           ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    print(f"input {X_SHAPE}, weight {W_SHAPE}, padding {PADDING}, float32; "
+          f"median of {args.repeats} interleaved rounds after {args.warmup} warm-up rounds")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {info['numpy']}, "
+          f"BLAS {info['blas']}, {info['blas_threads']} threads, core {info.get('blas_core')}; "
+          f"{platform.machine()}, {os.cpu_count()} CPUs")
+    print("environment: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    print(f"1-minute load average before/after: {load_before:.2f}/{load_after:.2f} "
+          f"(above the CPU count, other work competes for the cores and ratios are unreliable)")
+    print()
+    print(f"| {'implementation':<56} | {'median ms':>9} | {'vs torch':>8} | {'best ms':>9} | {'vs torch':>8} |")
+    print(f"|{'-' * 58}|{'-' * 10}:|{'-' * 9}:|{'-' * 10}:|{'-' * 9}:|")
+    for name in functions:
+        print(f"| {name:<56} | {1e3 * medians[name]:9.2f} | {ratios[name]:7.2f}x "
+              f"| {1e3 * bests[name]:9.2f} | {best_ratios[name]:7.2f}x |")
+    print()
+    for name, target in (("numpy fast forward", 1.5), ("numpy fast backward", 2.0)):
+        verdict = "met" if ratios[name] <= target else "NOT met"
+        print(f"{name}: target <= {target}x of torch; median ratio {ratios[name]:.2f}x ({verdict}), "
+              f"best-round ratio {best_ratios[name]:.2f}x")
+
+    if args.json:
+        result = {
+            "x_shape": X_SHAPE, "w_shape": W_SHAPE, "padding": PADDING, "dtype": "float32",
+            "repeats": args.repeats, "warmup": args.warmup,
+            "median_seconds": medians, "ratio_to_torch": ratios,
+            "best_seconds": bests, "best_ratio_to_torch": best_ratios,
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "environment": env,
+            "load_average_before_after": [load_before, load_after], **info,
+        }
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""course_utils.numpy_nn.fast_conv, checked against torch.nn.functional.conv2d and torch autograd.
+
+No timings here: the speed is measured by ``benchmarks/numpy_conv.py``.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from course_utils.numpy_nn import conv2d_backward_fast, conv2d_forward_fast, fast_conv
+from course_utils.numpy_nn.fast_conv import FastConv2dCache
+
+# x shape (N, C, H, W), w shape (F, C, KH, KW), stride, padding, dilation
+GRID = [
+    ((1, 1, 5, 5), (1, 1, 3, 3), 1, 0, 1),
+    ((2, 3, 7, 6), (4, 3, 3, 3), 1, 1, 1),
+    ((3, 4, 8, 8), (5, 4, 3, 3), 1, 2, 1),
+    ((2, 3, 9, 7), (2, 3, 3, 2), 1, (1, 0), 1),
+    ((2, 2, 6, 9), (3, 2, 2, 4), 1, (0, 2), (1, 2)),
+    ((1, 3, 9, 9), (2, 3, 3, 3), 1, 0, 2),
+    ((2, 2, 11, 10), (3, 2, 3, 3), 1, 3, (3, 2)),
+    ((3, 2, 4, 4), (5, 2, 1, 1), 1, 0, 1),
+    ((2, 3, 5, 5), (2, 3, 1, 1), 1, 1, 1),
+    ((1, 2, 4, 5), (2, 2, 4, 5), 1, 0, 1),
+    ((1, 1, 1, 1), (1, 1, 3, 3), 1, 1, 1),
+    ((2, 3, 7, 7), (4, 3, 7, 7), 1, 3, 1),
+    ((1, 2, 8, 8), (3, 2, 3, 3), 2, 0, 1),
+    ((1, 2, 8, 9), (3, 2, 3, 3), 2, 1, 1),
+    ((2, 1, 7, 5), (2, 1, 2, 3), (2, 1), (1, 0), 1),
+    ((1, 1, 9, 7), (1, 1, 3, 2), (1, 3), 2, (2, 1)),
+    ((2, 2, 10, 8), (2, 2, 5, 3), 3, 2, 1),
+    ((1, 1, 6, 6), (1, 1, 3, 3), 4, 0, 1),
+    ((2, 3, 12, 12), (4, 3, 3, 3), 2, 2, 2),
+    ((2, 3, 16, 16), (8, 3, 7, 7), 2, 3, 1),
+]
+
+
+def _ids(config):
+    x_shape, w_shape, stride, padding, dilation = config
+    return f"x{x_shape}-w{w_shape}-s{stride}-p{padding}-d{dilation}"
+
+
+def _random_case(config, dtype, seed=0):
+    x_shape, w_shape, _, _, _ = config
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)  # (N, C, H, W)
+    w = rng.standard_normal(w_shape).astype(dtype)  # (F, C, KH, KW)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)  # (F,)
+    return x, w, b
+
+
+def _torch_reference(x, w, b, stride, padding, dilation, dout=None):
+    """torch.nn.functional.conv2d and, given dout, the autograd gradients (dx, dw, db)."""
+    x_t, w_t, b_t = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+    out_t = F.conv2d(x_t, w_t, b_t, stride=stride, padding=padding, dilation=dilation)
+    if dout is None:
+        return out_t.detach().numpy()
+    grads = torch.autograd.grad(out_t, (x_t, w_t, b_t), torch.from_numpy(dout))
+    return out_t.detach().numpy(), [g.numpy() for g in grads]
+
+
+def _tolerance(dtype, reference):
+    """rtol, atol for comparing with torch: float32 sums rounded in another order differ by ~1e-6 relative."""
+    scale = max(1.0, float(np.abs(reference).max()))
+    if dtype == np.float32:
+        return 1e-4, 1e-5 * scale
+    return 1e-10, 1e-12 * scale
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("config", GRID, ids=_ids)
+def test_forward_matches_torch_conv2d(config, dtype):
+    _, _, stride, padding, dilation = config
+    x, w, b = _random_case(config, dtype)
+    out, _ = conv2d_forward_fast(x, w, b, stride=stride, padding=padding, dilation=dilation)
+    expected = _torch_reference(x, w, b, stride, padding, dilation)
+    assert out.shape == expected.shape, f"shape {out.shape}, expected {expected.shape}"
+    assert out.dtype == dtype, f"dtype {out.dtype}, expected {np.dtype(dtype)}"
+    assert out.flags.c_contiguous, "out should be a C-contiguous (N, F, H_out, W_out) array"
+    rtol, atol = _tolerance(dtype, expected)
+    np.testing.assert_allclose(out, expected, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("config", GRID, ids=_ids)
+def test_backward_matches_torch_autograd(config, dtype):
+    _, _, stride, padding, dilation = config
+    x, w, b = _random_case(config, dtype)
+    out, cache = conv2d_forward_fast(x, w, b, stride=stride, padding=padding, dilation=dilation)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(dtype)  # (N, F, H_out, W_out)
+    _, expected = _torch_reference(x, w, b, stride, padding, dilation, dout)
+    received = conv2d_backward_fast(dout, cache)
+    for name, grad, reference, like in zip(("dx", "dw", "db"), received, expected, (x, w, b)):
+        assert grad.shape == like.shape, f"{name} has shape {grad.shape}, expected {like.shape}"
+        assert grad.dtype == dtype, f"{name} has dtype {grad.dtype}, expected {np.dtype(dtype)}"
+        rtol, atol = _tolerance(dtype, reference)
+        np.testing.assert_allclose(grad, reference, rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("stride", [1, 2], ids=["flat-path", "strided-path"])
+def test_the_benchmark_layer_matches_torch(stride):
+    """The benchmark's configuration, smaller batch: C = F = 64, 3x3, padding 1, float32."""
+    config = ((2, 64, 32, 32), (64, 64, 3, 3), stride, 1, 1)
+    x, w, b = _random_case(config, np.float32)
+    w /= 24.0  # 1/sqrt(C*KH*KW), as in a trained network: outputs of order 1
+    out, cache = conv2d_forward_fast(x, w, b, stride=stride, padding=1)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)  # (N, F, H_out, W_out)
+    expected_out, expected_grads = _torch_reference(x, w, b, stride, 1, 1, dout)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-4, atol=1e-4)
+    for name, grad, reference in zip(("dx", "dw", "db"), conv2d_backward_fast(dout, cache), expected_grads):
+        np.testing.assert_allclose(grad, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max(), err_msg=name)
+
+
+def test_results_do_not_depend_on_the_block_size(monkeypatch):
+    """The flat path works block by block; tiny blocks (many of them) give the same numbers."""
+    config = ((3, 4, 10, 9), (5, 4, 3, 3), 1, 1, (1, 2))
+    x, w, b = _random_case(config, np.float64)
+    out, cache = conv2d_forward_fast(x, w, b, padding=1, dilation=(1, 2))
+    dout = np.random.default_rng(1).standard_normal(out.shape)  # (N, F, H_out, W_out)
+    grads = conv2d_backward_fast(dout, cache)
+    monkeypatch.setattr(fast_conv, "_BLOCK_BYTES", 1)  # the minimum block: 256 positions
+    out_small, cache_small = conv2d_forward_fast(x, w, b, padding=1, dilation=(1, 2))
+    np.testing.assert_allclose(out_small, out, rtol=1e-12, atol=1e-12)
+    for name, grad, grad_small in zip(("dx", "dw", "db"), grads, conv2d_backward_fast(dout, cache_small)):
+        np.testing.assert_allclose(grad_small, grad, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_mixed_dtypes_compute_in_the_wider_float():
+    config = ((1, 2, 5, 5), (3, 2, 3, 3), 1, 1, 1)
+    x, w, b = _random_case(config, np.float32)
+    out, cache = conv2d_forward_fast(x, w.astype(np.float64), b, padding=1)
+    assert out.dtype == np.float64
+    dx, dw, db = conv2d_backward_fast(np.ones(out.shape, dtype=np.float32), cache)
+    assert (dx.dtype, dw.dtype, db.dtype) == (np.float64,) * 3
+    expected = _torch_reference(*(a.astype(np.float64) for a in (x, w, b)), 1, 1, 1)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_integer_input_is_computed_in_float64():
+    x = np.arange(2 * 1 * 4 * 4).reshape(2, 1, 4, 4)  # (N, C, H, W), int64
+    w = np.ones((1, 1, 3, 3), dtype=np.int64)  # (F, C, KH, KW)
+    b = np.zeros(1, dtype=np.int64)  # (F,)
+    out, _ = conv2d_forward_fast(x, w, b, padding=1)
+    expected = _torch_reference(*(a.astype(np.float64) for a in (x, w, b)), 1, 1, 1)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, expected)
+
+
+def test_inputs_are_not_modified():
+    config = ((2, 3, 6, 6), (4, 3, 3, 3), 1, 1, 1)
+    x, w, b = _random_case(config, np.float32)
+    copies = [a.copy() for a in (x, w, b)]
+    out, cache = conv2d_forward_fast(x, w, b, padding=1)
+    dout = np.ones(out.shape, dtype=np.float32)  # (N, F, H_out, W_out)
+    conv2d_backward_fast(dout, cache)
+    for name, a, a_copy in zip(("x", "w", "b"), (x, w, b), copies):
+        np.testing.assert_array_equal(a, a_copy, err_msg=f"{name} was modified")
+    np.testing.assert_array_equal(dout, 1.0, err_msg="dout was modified")
+
+
+def test_non_contiguous_input_is_accepted():
+    config = ((2, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1)
+    x, w, b = _random_case(config, np.float64)
+    x_view = x.transpose(0, 1, 3, 2)  # (N, C, W, H) seen as (N, C, H, W): not C-contiguous
+    out, _ = conv2d_forward_fast(x_view, w, b, padding=1)
+    np.testing.assert_allclose(out, _torch_reference(np.ascontiguousarray(x_view), w, b, 1, 1, 1), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- errors
+
+def _valid():
+    return _random_case(((1, 2, 5, 5), (3, 2, 3, 3), 1, 0, 1), np.float32)
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (lambda x, w, b: (x.tolist(), w, b), TypeError,
+         r"x must be a NumPy array of shape \(N, C, H, W\); got list"),
+        (lambda x, w, b: (x[0], w, b), ValueError, r"x must have 4 dimensions \(N, C, H, W\); got 3"),
+        (lambda x, w, b: (x, w[:, :1], b), ValueError, r"w has 1 input channels .* but x has 2"),
+        (lambda x, w, b: (x, w, b[:2]), ValueError, r"b must have shape \(F,\) = \(3,\).*got \(2,\)"),
+        (lambda x, w, b: (x, w, b[:, None]), ValueError, r"b must have 1 dimensions \(F,\); got 2"),
+        (lambda x, w, b: (x.astype(complex), w, b), TypeError, r"x must hold real numbers.*got dtype complex128"),
+        (lambda x, w, b: (x > 0, w, b), TypeError, r"x must hold real numbers.*got dtype bool"),
+        (lambda x, w, b: (x[:0], w, b), ValueError, r"must not be empty; got x \(0, 2, 5, 5\)"),
+        (lambda x, w, b: (x[:, :, :2], w, b), ValueError, r"the kernel spans 3 inputs.*padded input has only 2"),
+    ],
+    ids=["x-not-array", "x-3d", "channels-differ", "bias-length", "bias-2d", "complex", "bool", "empty",
+         "kernel-too-big"],
+)
+def test_forward_rejects_bad_arrays(change, error, message):
+    with pytest.raises(error, match=message):
+        conv2d_forward_fast(*change(*_valid()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"stride": 0}, ValueError, r"stride must be an int >= 1; got 0"),
+        ({"stride": (1, 0)}, ValueError, r"stride\[1\] must be an int >= 1; got 0"),
+        ({"stride": 1.5}, TypeError, r"stride must be an int; got float 1.5"),
+        ({"stride": (1, 2, 3)}, ValueError, r"stride must be an int or a pair \(height, width\); got \(1, 2, 3\)"),
+        ({"padding": -1}, ValueError, r"padding must be an int >= 0; got -1"),
+        ({"padding": "same"}, TypeError, r"padding must be an int; got str 'same'"),
+        ({"dilation": (0, 1)}, ValueError, r"dilation\[0\] must be an int >= 1; got 0"),
+        ({"dilation": True}, TypeError, r"dilation must be an int; got bool True"),
+        ({"dilation": 3}, ValueError, r"the kernel spans 7 inputs.*padded input has only 5"),
+    ],
+    ids=["stride-0", "stride-pair-0", "stride-float", "stride-triple", "padding-negative", "padding-str",
+         "dilation-0", "dilation-bool", "dilated-kernel-too-big"],
+)
+def test_forward_rejects_bad_settings(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        conv2d_forward_fast(*_valid(), **kwargs)
+
+
+def test_backward_rejects_a_dout_of_the_wrong_shape():
+    out, cache = conv2d_forward_fast(*_valid())
+    expected = r"dout must have the forward output's shape .* = \(1, 3, 3, 3\); got \(1, 3, 3, 4\)"
+    with pytest.raises(ValueError, match=expected):
+        conv2d_backward_fast(np.zeros((1, 3, 3, 4), dtype=np.float32), cache)
+
+
+def test_backward_rejects_a_dout_that_is_not_an_array():
+    out, cache = conv2d_forward_fast(*_valid())
+    with pytest.raises(TypeError, match=r"dout must be a NumPy array .*got list"):
+        conv2d_backward_fast(out.tolist(), cache)
+
+
+def test_backward_rejects_another_cache():
+    out, cache = conv2d_forward_fast(*_valid())
+    with pytest.raises(TypeError, match=r"cache must be the FastConv2dCache .*got tuple"):
+        conv2d_backward_fast(out, tuple(cache))
+
+
+def test_forward_returns_a_fast_cache():
+    _, cache = conv2d_forward_fast(*_valid(), stride=(1, 2), padding=(0, 1), dilation=1)
+    assert isinstance(cache, FastConv2dCache)
+    assert (cache.stride, cache.padding, cache.dilation) == ((1, 2), (0, 1), (1, 1))
+    assert cache.x_flat.shape == (2, 1 * 5 * 7), "x_flat should be (C, N*Hp*Wp)"
