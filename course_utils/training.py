@@ -15,6 +15,7 @@ The loop per batch is the one of chapter 05::
 Running totals stay on the device as tensors, so ``fit`` adds no GPU synchronisation
 per batch; they are read once per epoch.
 """
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -60,7 +61,7 @@ def _split_batch(batch, name):
     return batch
 
 
-def evaluate(model, loader, device=None, loss_fn=None):
+def evaluate(model, loader, device=None, loss_fn=None, mixed_precision=None):
     """Mean loss and accuracy of ``model`` over ``loader``, in eval mode without gradients.
 
     Args:
@@ -68,6 +69,7 @@ def evaluate(model, loader, device=None, loss_fn=None):
         loader: yields ``(x, y)`` with x (N, ...) and integer labels y (N,).
         device: where to compute; ``get_device()`` by default.
         loss_fn: defaults to ``nn.CrossEntropyLoss()``.
+        mixed_precision: autocast the forward pass; by default on for CUDA only.
 
     Returns:
         ``{"loss": float, "accuracy": float}``; the model's train/eval mode is restored.
@@ -77,6 +79,7 @@ def evaluate(model, loader, device=None, loss_fn=None):
     _check_loader(loader, "loader")
     device = get_device(device) if not isinstance(device, torch.device) else device
     loss_fn = loss_fn or nn.CrossEntropyLoss()
+    mixed_precision = uses_mixed_precision(device) if mixed_precision is None else mixed_precision
     was_training = model.training
     model.eval()
     total_loss = torch.zeros((), device=device)
@@ -86,7 +89,7 @@ def evaluate(model, loader, device=None, loss_fn=None):
         for batch in loader:
             x, y = _split_batch(batch, "loader")
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with autocast(device):
+            with autocast(device) if mixed_precision else contextlib.nullcontext():
                 logits = model(x)
                 loss = loss_fn(logits, y)
             total_loss += loss.float() * len(y)
@@ -152,7 +155,7 @@ def fit(model, train_loader, epochs, optimizer=None, lr=1e-3, loss_fn=None, val_
             x, y = _split_batch(batch, "train_loader")
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            with autocast(device) if mixed_precision else _nothing():
+            with autocast(device) if mixed_precision else contextlib.nullcontext():
                 logits = model(x)
                 loss = loss_fn(logits, y)
             if scaler is not None:
@@ -178,7 +181,7 @@ def fit(model, train_loader, epochs, optimizer=None, lr=1e-3, loss_fn=None, val_
         history.learning_rate.append(optimizer.param_groups[0]["lr"])
         postfix = {"loss": f"{history.train_loss[-1]:.3f}", "acc": f"{history.train_accuracy[-1]:.3f}"}
         if val_loader is not None:
-            result = evaluate(model, val_loader, device=device, loss_fn=loss_fn)
+            result = evaluate(model, val_loader, device=device, loss_fn=loss_fn, mixed_precision=mixed_precision)
             history.val_loss.append(result["loss"])
             history.val_accuracy.append(result["accuracy"])
             postfix.update(val_acc=f"{result['accuracy']:.3f}")
@@ -189,14 +192,6 @@ def fit(model, train_loader, epochs, optimizer=None, lr=1e-3, loss_fn=None, val_
     if plot is not None:
         plot.close()
     return history
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _LivePlot:
