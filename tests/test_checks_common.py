@@ -54,3 +54,19 @@ def test_call_refuses_a_non_function():
 def test_passed_prints_one_line(capsys):
     common.passed("my check", 5)
     assert capsys.readouterr().out.strip() == "✓ my check: all 5 cases passed."
+
+
+def test_assert_equal_refuses_objects_that_claim_to_equal_anything():
+    class Anything:
+        def __eq__(self, other):
+            return True
+
+        def __ne__(self, other):
+            return False
+
+    with pytest.raises(AssertionError, match="should be a int, got a Anything"):
+        common.assert_equal(Anything(), 3, case="k")
+    with pytest.raises(AssertionError, match="should be a tuple"):
+        common.assert_equal((1, Anything()), (1, 2), case="k")
+    common.assert_equal(np.int64(3), 3, case="k")
+    common.assert_equal((2, 3), (2, 3), case="k")

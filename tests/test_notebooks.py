@@ -68,7 +68,7 @@ def test_nothing_is_downloaded_by_default(path):
             continue
         for line in cell.source.splitlines():
             code = line.split("#", 1)[0]
-            assert not re.search(r"download\s*=\s*True|pretrained\s*=\s*True|weights\s*=\s*(?!None\b)['\"A-Z]", code), (
+            assert not re.search(r"download\s*=\s*True|pretrained\s*=\s*True|\bweights\s*=\s*(?!None\b)['\"A-Z]", code), (
                 f"{path.name}, cell {index} downloads by default: {line.strip()!r}; make it an opt-in, commented line")
 
 

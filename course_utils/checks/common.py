@@ -60,8 +60,23 @@ def assert_close(received, expected, case, what="output", rtol=1e-5, atol=1e-6):
         )
 
 
+def is_plain_value(value):
+    """True for built-in and NumPy scalars, strings and tuples/lists of them: values whose ``==`` we can trust."""
+    if isinstance(value, (tuple, list)):
+        return type(value) in (tuple, list) and all(is_plain_value(item) for item in value)
+    return type(value) in (bool, int, float, str, type(None)) or (
+        isinstance(value, (np.integer, np.floating, np.bool_)) and type(value).__module__ == "numpy")
+
+
 def assert_equal(received, expected, case, what="result"):
-    if received != expected:
+    """Assert ``received == expected`` for plain values (ints, floats, strings, tuples of them).
+
+    An object of another type is refused before comparing: its own ``__eq__`` could claim
+    to equal anything.
+    """
+    if not is_plain_value(received):
+        raise AssertionError(f"{case}: {what} should be a {type(expected).__name__}, got a {type(received).__name__}")
+    if not (received == expected):
         raise AssertionError(f"{case}: {what} is {received!r}, expected {expected!r}")
 
 

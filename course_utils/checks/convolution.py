@@ -91,7 +91,7 @@ def check_conv_output_size(fn):
         expected = _reference_output_size(n, k, stride, padding, dilation)
         received = common.call(fn, n, k, stride=stride, padding=padding, dilation=dilation, case=case)
         hint = _output_size_hint(received, n, k, stride, padding, dilation)
-        if isinstance(received, bool) or not isinstance(received, numbers.Integral):
+        if isinstance(received, bool) or not isinstance(received, numbers.Integral) or not common.is_plain_value(received):
             raise AssertionError(
                 f"{case}: output size should be an int (it is used as an array size); "
                 f"got {type(received).__name__} {received!r}, expected {expected}" + (f". Hint: {hint}" if hint else "")
