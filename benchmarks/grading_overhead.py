@@ -8,7 +8,8 @@ Usage::
 Both sides execute the same N solved notebooks in the course's environment:
 
 * baseline: one ``pytest --nbval-lax --nbval-current-env`` over the N notebooks (one kernel
-  per notebook, one after the other, as the course's test command runs them);
+  per notebook, one after the other); with ``--baseline-jobs J`` the baseline runs them J at a
+  time with pytest-xdist instead (``-n J --dist loadfile``), the stricter comparison;
 * grading: ``course-grade SUBMISSIONS --assignment NAME --jobs J`` (rebuild, sandbox, one
   nbval run per submission, J at a time, gradebook and feedback).
 
@@ -104,6 +105,8 @@ def main():
     parser.add_argument("--n", type=int, default=30, help="number of submissions (default 30)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--solution", type=pathlib.Path, help="a solution notebook (default: synthetic chapter)")
+    parser.add_argument("--baseline-jobs", type=int, default=1,
+                        help="run the plain-nbval baseline this many notebooks at a time (pytest-xdist)")
     parser.add_argument("--json", type=pathlib.Path, help="also write the timings here")
     args = parser.parse_args()
 
@@ -134,15 +137,17 @@ def main():
             notebooks[-1].write_text(submitted, encoding="utf-8")
         (work / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
 
+        parallel = ["-n", str(args.baseline_jobs), "--dist", "loadfile"] if args.baseline_jobs > 1 else ["-p", "no:xdist"]
         plain_s, _ = run([sys.executable, "-m", "pytest", "-c", str(work / "pytest.ini"), "-p", "no:cacheprovider",
-                          "-p", "no:xdist", "--nbval-lax", "--nbval-current-env", "-q"] + [str(p) for p in notebooks],
+                          *parallel, "--nbval-lax", "--nbval-current-env", "-q"] + [str(p) for p in notebooks],
                          env, work)
         grade_s, output = run([sys.executable, "-m", "course_utils.grade", str(class_dir), "--assignment", name,
                                "--solutions", str(solution_path.parent), "--jobs", str(args.jobs),
                                "--out", str(work / "grades.csv"), "--feedback", str(work / "feedback")], env, work)
         rows = (work / "grades.csv").read_text(encoding="utf-8").splitlines()
         full = sum(1 for row in rows[1:-1] if row.split(",")[-3] == "100.0")
-        timings = {"submissions": args.n, "jobs": args.jobs, "cpus": os.cpu_count(), "notebook": name,
+        timings = {"submissions": args.n, "jobs": args.jobs, "baseline_jobs": args.baseline_jobs,
+                   "cpus": os.cpu_count(), "notebook": name,
                    "plain_nbval_s": round(plain_s, 1), "course_grade_s": round(grade_s, 1),
                    "ratio": round(grade_s / plain_s, 3), "full_marks": full}
         print(json.dumps(timings, indent=2))
