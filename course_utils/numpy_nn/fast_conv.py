@@ -60,12 +60,12 @@ general path: the same channels-first im2col, built one tap at a time from strid
 NumPy's matrix product calls its BLAS (OpenBLAS for the pip wheels), which uses every
 core; run ``benchmarks/numpy_conv.py`` to compare with PyTorch on your machine.
 """
-import numbers
 from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from course_utils.numpy_nn.conv import conv_output_size
+# the argument checks are chapter 01's, so both versions refuse bad input with the same messages
+from course_utils.numpy_nn.conv import _check_inputs, _real_array, conv_output_size
 
 # Bytes of the per-block ``cols`` buffer: big enough for an efficient matrix product and
 # few calls (each wakes the BLAS threads), small enough to stay in the last-level cache.
@@ -86,55 +86,6 @@ class FastConv2dCache(NamedTuple):
 
 
 # --------------------------------------------------------------------------- checks
-
-def _int_at_least(value, minimum, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {value}")
-    return int(value)
-
-
-def _pair(value, minimum, name):
-    """``(a, b)`` from an int or a pair of ints, each ``>= minimum``."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair (height, width); got {value!r}")
-        return (_int_at_least(value[0], minimum, f"{name}[0]"), _int_at_least(value[1], minimum, f"{name}[1]"))
-    value = _int_at_least(value, minimum, name)
-    return (value, value)
-
-
-def _real_array(value, ndim, shape_text, name):
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array of shape {shape_text}; got {type(value).__name__}")
-    if value.dtype == bool or not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
-        raise TypeError(f"{name} must hold real numbers (a float or int dtype); got dtype {value.dtype}")
-    if value.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions {shape_text}; got {value.ndim}, shape {value.shape}")
-    return value
-
-
-def _check_inputs(x, w, b, stride, padding, dilation):
-    """Validate a forward pass's arguments; return (H_out, W_out, stride, padding, dilation)."""
-    _real_array(x, 4, "(N, C, H, W)", "x")
-    _real_array(w, 4, "(F, C, KH, KW)", "w")
-    _real_array(b, 1, "(F,)", "b")
-    N, C, H, W = x.shape
-    F, C_w, KH, KW = w.shape
-    if C_w != C:
-        raise ValueError(f"w has {C_w} input channels (w.shape[1]) but x has {C} (x.shape[1]); they must match")
-    if b.shape != (F,):
-        raise ValueError(f"b must have shape (F,) = ({F},), one bias per filter; got {b.shape}")
-    if 0 in x.shape or 0 in w.shape:
-        raise ValueError(f"x and w must not be empty; got x {x.shape}, w {w.shape}")
-    stride = _pair(stride, 1, "stride")
-    padding = _pair(padding, 0, "padding")
-    dilation = _pair(dilation, 1, "dilation")
-    H_out = conv_output_size(H, KH, stride[0], padding[0], dilation[0])
-    W_out = conv_output_size(W, KW, stride[1], padding[1], dilation[1])
-    return H_out, W_out, stride, padding, dilation
-
 
 def _output_size(cache):
     N, C, H, W = cache.x_shape
