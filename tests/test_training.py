@@ -86,3 +86,17 @@ def test_batches_must_be_pairs():
     loader = [(torch.zeros(2, 1, 4, 4),)]
     with pytest.raises(ValueError, match=r"must yield \(images, labels\) pairs"):
         fit(toy_model(), loader, epochs=1, device="cpu", progress=False)
+
+
+def test_live_plot_redraws_after_every_epoch(monkeypatch):
+    import IPython.display
+
+    updates = []
+
+    class Handle:
+        def update(self, figure):
+            updates.append(len(figure.axes))
+
+    monkeypatch.setattr(IPython.display, "display", lambda *args, **kwargs: Handle())
+    fit(toy_model(), toy_problem(), epochs=2, device="cpu", progress=False, live_plot=True, val_loader=toy_problem())
+    assert updates == [2, 2], "one figure with the loss and accuracy axes per epoch"
