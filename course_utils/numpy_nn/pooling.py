@@ -25,6 +25,8 @@ from typing import NamedTuple, Tuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from course_utils.numpy_nn.conv import _pair  # stride, padding and kernel size as (along H, along W), checked
+
 __all__ = [
     "MaxPool2dCache",
     "AvgPool2dCache",
@@ -73,23 +75,6 @@ class GlobalPoolCache(NamedTuple):
 
 # --------------------------------------------------------------------------- argument checking
 
-def _pair(value, name, minimum):
-    """``value`` as a pair of ints ``(along H, along W)``, each at least ``minimum``."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        pair = (int(value), int(value))
-    elif (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-    ):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints (along H, along W); got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be at least {minimum}; got {value!r}")
-    return pair
-
-
 def _check_input(x):
     """Raise unless ``x`` is a floating-point NumPy array of shape (N, C, H, W)."""
     if not isinstance(x, np.ndarray):
@@ -123,9 +108,9 @@ def _pool_geometry(x, kernel_size, stride, padding):
     """Validate the arguments of a 2-D pooling; return ((KH, KW), (SH, SW), (PH, PW), (OH, OW))."""
     _check_input(x)
     N, C, H, W = x.shape
-    KH, KW = _pair(kernel_size, "kernel_size", 1)
-    SH, SW = _pair(kernel_size if stride is None else stride, "stride", 1)
-    PH, PW = _pair(padding, "padding", 0)
+    KH, KW = _pair(kernel_size, 1, "kernel_size")
+    SH, SW = _pair(kernel_size if stride is None else stride, 1, "stride")
+    PH, PW = _pair(padding, 0, "padding")
     # PyTorch's rule: a window may not lie entirely in the padding
     if PH > KH // 2 or PW > KW // 2:
         raise ValueError(
