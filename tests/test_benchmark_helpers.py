@@ -1,0 +1,54 @@
+"""The reference implementations inside ``benchmarks/numpy_conv.py`` compute the right thing (no timings here)."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "numpy_conv.py"
+
+
+@pytest.fixture(scope="module")
+def numpy_conv():
+    spec = importlib.util.spec_from_file_location("numpy_conv_benchmark", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines functions only; main() runs under __main__
+    return module
+
+
+def _case(shape, filters, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape, dtype=np.float32)  # (N, C, H, W)
+    w = rng.standard_normal((filters, shape[1], 3, 3), dtype=np.float32) / 3  # (F, C, 3, 3)
+    b = rng.standard_normal(filters, dtype=np.float32)  # (F,)
+    return x, w, b
+
+
+# odd sizes: output sizes that are not multiples of the 4x4 Winograd tile, and non-square images
+@pytest.mark.parametrize("shape, filters, padding", [((2, 3, 7, 9), 4, 0), ((1, 5, 8, 8), 2, 1),
+                                                     ((3, 2, 5, 11), 3, 2), ((2, 4, 3, 3), 5, 0)])
+def test_winograd_forward_matches_torch(numpy_conv, shape, filters, padding):
+    x, w, b = _case(shape, filters, seed=sum(shape))
+    workspace = {}
+    expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=padding).numpy()
+    for _ in range(2):  # the second call reuses the workspace's arrays
+        out = numpy_conv.winograd_forward(x, w, b, padding, workspace)
+        assert out.shape == expected.shape
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_winograd_forward_is_not_a_plain_correlation_with_a_flipped_kernel(numpy_conv):
+    # the transforms compute cross-correlation, as conv2d does: a flipped kernel must give a different answer
+    x, w, b = _case((1, 2, 6, 6), 2, seed=1)
+    flipped = F.conv2d(torch.from_numpy(x), torch.from_numpy(w[:, :, ::-1, ::-1].copy()), torch.from_numpy(b))
+    out = numpy_conv.winograd_forward(x, w, b, 0, {})
+    assert np.abs(out - flipped.numpy()).max() > 1e-2
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_im2col_tensordot_forward_matches_torch(numpy_conv, padding):
+    x, w, b = _case((2, 3, 6, 7), 4, seed=3)
+    expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=padding).numpy()
+    np.testing.assert_allclose(numpy_conv.im2col_tensordot_forward(x, w, b, padding), expected, rtol=1e-4, atol=1e-4)
