@@ -19,7 +19,9 @@ therefore flatter NumPy. Two more rows bound what any pure-NumPy convolution can
 
 * NumPy's matrix product of the im2col size alone, the floor of every GEMM-based convolution
   (OpenBLAS runs this tall, narrow product at about half of its square-matrix speed); it is
-  itself 1.6-2.1x PyTorch's warm forward, so the 1.5x forward target cannot be met that way.
+  itself 1.5-2.1x PyTorch's warm forward, so the 1.5x forward target cannot be met that way.
+  Likewise the backward's two products (for dx and dw) alone are 1.4-1.5x PyTorch's warm
+  backward, which leaves little room under the 2x backward target for the window copies.
 * An experimental Winograd F(4x4, 3x3) forward (``winograd_forward`` below), which needs 4x
   fewer multiplications but more passes over memory; it is about 2.5x PyTorch's warm forward.
 
@@ -255,6 +257,14 @@ def main():
     filters = rng.standard_normal((W_SHAPE[1] * 9, W_SHAPE[0])).astype(np.float32)
     block_functions = dict(functions)
     block_functions["numpy GEMM alone (N*H*W, C*KH*KW) @ (C*KH*KW, F)"] = lambda: cols @ filters
+    # the backward's floor: dx's product has the forward's shape (F and C swap), dw's sums over N*H*W
+    dout_rows = rng.standard_normal((X_SHAPE[0] * X_SHAPE[2] * X_SHAPE[3], W_SHAPE[0])).astype(np.float32)
+
+    def backward_gemms():
+        cols @ filters  # dx: (N*H*W, F*KH*KW) @ (F*KH*KW, C), the same sizes as C = F = 64
+        cols.T @ dout_rows  # dw: (C*KH*KW, N*H*W) @ (N*H*W, F)
+
+    block_functions["numpy backward GEMMs alone (dx and dw products)"] = backward_gemms
     workspace = {}
     block_functions["numpy Winograd F(4x4,3x3) forward (experiment)"] = lambda: winograd_forward(
         x, w, b, PADDING, workspace)
