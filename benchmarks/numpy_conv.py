@@ -7,8 +7,8 @@ Targets (issue): forward within 1.5x of ``torch.nn.functional.conv2d`` and backw
 (64, 64, 3, 3), padding 1, float32. The machine may be shared, so absolute times are noisy:
 every implementation runs once per round, rounds are repeated, and each row reports the
 median time and its ratio to PyTorch's median from the same rounds (the issue's reference
-figures, PyTorch at about 19 ms, were taken this way), then the fastest round's time and ratio. A plain im2col
-(``sliding_window_view`` + ``tensordot``) forward is timed for reference.
+figures, PyTorch at about 19 ms, were taken this way), then the fastest round's time and
+ratio. A plain im2col (``sliding_window_view`` + ``tensordot``) forward is timed for reference.
 
 A second table times each implementation **in a block of its own**, after 20 warm-up calls,
 the way a training loop calls it. This is the fair comparison, and the two ways disagree about
@@ -196,11 +196,11 @@ def main():
     dout = rng.standard_normal(tuple(out_t.shape), dtype=np.float32)  # (N, F, H_out, W_out)
     dout_t = torch.from_numpy(dout)
     out, cache = conv2d_forward_fast(x, w, b, padding=PADDING)
-    # Winograd trades accuracy for speed: errors about 20x those of a direct float32 sum, still below 1e-4 here
-    np.testing.assert_allclose(winograd_forward(x, w, b, PADDING, {}), out_t.detach().numpy(), rtol=1e-4, atol=1e-4)
 
     # the timings only mean something if the results agree
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-4, atol=1e-4)
+    # Winograd trades accuracy for speed: errors about 20x those of a direct float32 sum, still below 1e-4 here
+    np.testing.assert_allclose(winograd_forward(x, w, b, PADDING, {}), out_t.detach().numpy(), rtol=1e-4, atol=1e-4)
     grads_t = torch.autograd.grad(out_t, (x_t, w_t, b_t), dout_t, retain_graph=True)
     for name, mine, ref in zip(("dx", "dw", "db"), conv2d_backward_fast(dout, cache), grads_t):
         scale = float(np.abs(ref.numpy()).max())
