@@ -7,6 +7,7 @@ variable ``COURSE_DEVICE`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``) to choose.
 import contextlib
 import os
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -77,19 +78,52 @@ def seed_everything(seed=0):
 def uses_mixed_precision(device):
     """True where ``autocast`` speeds training up: CUDA (float16/bfloat16) only.
 
-    On the CPU, bfloat16 autocast is slower than float32 for the small models of
-    this course, and MPS autocast is still patchy, so both train in float32.
+    This is the default of ``autocast(device)`` and of ``fit``/``evaluate``'s
+    ``mixed_precision=None``. On the CPU, bfloat16 autocast is slower than float32 for
+    the small models of this course, and MPS autocast is still patchy, so both train
+    in float32 unless mixed precision is asked for.
     """
     return torch.device(device).type == "cuda"
 
 
-def autocast(device):
-    """Mixed-precision context for the forward pass on ``device`` (a no-op off CUDA)."""
+def mixed_precision_dtype(device, enabled=None):
+    """The dtype ``autocast(device, enabled)`` computes matrix products in, or ``None`` for float32.
+
+    Args:
+        device: a ``torch.device`` or its name.
+        enabled: ``None`` follows ``uses_mixed_precision(device)`` (CUDA only);
+            ``False`` is float32; ``True`` asks for mixed precision on any device.
+
+    Returns:
+        CUDA: bfloat16 where the GPU supports it, else float16 (which needs a gradient
+        scaler). CPU: bfloat16 (PyTorch's CPU autocast; it has no float16 scaler).
+        Elsewhere (MPS): ``None``, with a ``UserWarning`` saying that mixed precision
+        is not used there, so that ``enabled=True`` never silently does nothing.
+    """
     device = torch.device(device)
-    if uses_mixed_precision(device):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return contextlib.nullcontext()
+    enabled = uses_mixed_precision(device) if enabled is None else enabled
+    if not enabled:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu":
+        return torch.bfloat16
+    warnings.warn(f"mixed precision was asked for on {device.type}, where the course does not use it: "
+                  f"this runs in float32", UserWarning, stacklevel=2)
+    return None
+
+
+def autocast(device, enabled=None):
+    """Mixed-precision context for the forward pass on ``device``.
+
+    By default (``enabled=None``) bfloat16/float16 on CUDA and a no-op elsewhere;
+    ``enabled=True`` also autocasts to bfloat16 on the CPU. See ``mixed_precision_dtype``.
+    """
+    device = torch.device(device)
+    dtype = mixed_precision_dtype(device, enabled)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def describe_environment():

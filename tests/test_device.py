@@ -50,11 +50,39 @@ def test_seed_must_be_a_non_negative_int(bad):
         dev.seed_everything(bad)
 
 
-def test_autocast_is_a_no_op_on_the_cpu():
+def test_autocast_is_a_no_op_on_the_cpu_by_default():
     with dev.autocast("cpu"):
         y = torch.ones(2, 2) @ torch.ones(2, 2)
     assert y.dtype == torch.float32
     assert not dev.uses_mixed_precision("cpu")
+    assert dev.mixed_precision_dtype("cpu") is None
+
+
+def test_autocast_asked_for_on_the_cpu_computes_in_bfloat16():
+    with dev.autocast("cpu", enabled=True):
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype == torch.bfloat16
+    assert dev.mixed_precision_dtype("cpu", enabled=True) == torch.bfloat16
+
+
+@pytest.mark.parametrize("name", ["cpu", "cuda", "mps"])
+def test_autocast_turned_off_is_float32_everywhere(name):
+    assert dev.mixed_precision_dtype(name, enabled=False) is None
+
+
+def test_mixed_precision_asked_for_on_mps_warns_that_it_runs_in_float32():
+    # torch.device("mps") can be named on any machine; nothing runs on it here
+    with pytest.warns(UserWarning, match="mixed precision was asked for on mps.*float32"):
+        assert dev.mixed_precision_dtype("mps", enabled=True) is None
+    with pytest.warns(UserWarning, match="on mps"):
+        context = dev.autocast("mps", enabled=True)
+    assert type(context).__name__ == "nullcontext"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_autocast_on_cuda_is_bfloat16_where_supported_else_float16():
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert dev.mixed_precision_dtype("cuda") == expected
 
 
 def test_describe_environment_reports_versions():
