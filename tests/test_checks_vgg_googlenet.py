@@ -86,7 +86,8 @@ def test_vgg_block_check_fails_on_a_missing_padding():
                 layer.padding = (0, 0)
         return block
 
-    with pytest.raises(AssertionError, match=r"(?s)vgg_block\(1, 3, 8\).*shape \(2, 8, 14, 14\)"):
+    with pytest.raises(AssertionError, match=r"(?s)vgg_block\(1, 3, 8\).*conv2d \(0, Conv2d\) with padding=\(0, 0\), "
+                                             r"the reference's has padding=\(1, 1\)"):
         checks.check_vgg_block(unpadded)
 
 
@@ -196,13 +197,14 @@ def test_inception_check_fails_on_the_stub():
 
 
 def test_inception_check_fails_on_a_5x5_convolution():
-    with pytest.raises(AssertionError, match=r"learner's branch3.1.conv.weight has shape \(32, 16, 5, 5\), "
-                                             r"reference branch3.1.conv.weight has \(32, 16, 3, 3\)"):
+    with pytest.raises(AssertionError, match=r"parameter branch3.1.conv.weight \(paired by name\): the learner's has "
+                                             r"shape \(32, 16, 5, 5\), the reference's \(32, 16, 3, 3\)"):
         checks.check_inception(lambda *c: Inception(*c, five=5))
 
 
 def test_inception_check_fails_without_batch_norm():
-    with pytest.raises(AssertionError, match=r"(?s)Inception\(192.*reference branch1\.bn\.bias"):
+    with pytest.raises(AssertionError, match=r"(?s)Inception\(192.*the reference's parameter branch1\.bn\.bias .*has no "
+                                             r"counterpart"):
         checks.check_inception(lambda *c: Inception(*c, batch_norm=False))
 
 
@@ -227,7 +229,7 @@ def test_googlenet_check_fails_without_the_max_pool_between_stages():
 
 
 def test_googlenet_check_fails_without_batch_norm_in_the_conv():
-    with pytest.raises(AssertionError, match=r"(?s)GoogLeNet.*reference conv1\.bn\.bias"):
+    with pytest.raises(AssertionError, match=r"(?s)GoogLeNet.*the reference's parameter \S+\.bn\.bias .*has no counterpart"):
         checks.check_googlenet(lambda n: GoogLeNet(n, batch_norm=False))
 
 

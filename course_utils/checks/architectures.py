@@ -1,73 +1,61 @@
 """Checks that a learner's network is a given architecture (introduced in ``notebooks/06_lenet_alexnet.ipynb``).
 
-Every architecture chapter (LeNet and AlexNet, VGG, GoogLeNet, ResNet, ...) uses the two checks here:
+Every architecture chapter (LeNet and AlexNet, VGG, GoogLeNet, ResNet, DenseNet, MobileNet, ConvNeXt, ViT) uses
+the two checks here.
 
-* ``check_same_architecture(model, reference, input_shape)`` where torchvision has the network. In order, it
-  compares
+``check_same_architecture(model, reference, input_shape)``, where torchvision has the network:
 
-  1. the parameter tensors and buffers, in registration order (or by name when every name matches): shapes,
-     per-tensor and total counts (a wrong channel count or kernel size, a missing conv or batch norm);
-  2. the sequence of operations of one forward pass in eval mode on the same seeded input, the reference's
-     parameters and buffers standing in for the learner's (convolutions, linear layers, activations,
-     pooling, normalisation, dropout, concatenations, additions), traced with a ``TorchFunctionMode`` so
-     that ``nn.ReLU()`` and ``F.relu`` count the same. A missing ReLU or dropout (dropout is the identity in
-     eval mode) or a ReLU moved before a max pooling (the two commute, so the outputs would not show it) is
-     named here;
-  3. the output of every operation of that pass: each learner's operation must give the output of a reference
-     operation of the same kind (independent branches, such as a ResNet shortcut, may run in either order); the
-     first that does not is named with how it differs (a wrong stride or padding, an activation in the wrong
-     place), and finally the model's output.
+1. **Weights that cannot hide a mistake.** The reference is copied and every parameter and buffer of the copy is
+   redrawn (``redraw_parameters_``): He-normal convolutions, random biases, norm layers with random affine
+   parameters, batch-norm running statistics taken from the activations themselves and then perturbed, layer scales
+   and embeddings of order one. torchvision's own initialisation (identity batch norms, zero biases, layer scale
+   1e-6, GoogLeNet's std 0.01) would let a reused or missing batch norm, a skipped bias or a misplaced layer scale
+   go unseen. Neither the caller's reference nor the learner's model is changed.
+2. **Parameters paired through the operations that use them.** When the learner's parameter names are the
+   reference's, by name; otherwise each parameterised operation of the reference (a convolution, a batch norm, ...)
+   is paired with the learner's operation that uses parameters of the same shapes and is fed by the operations
+   already paired, so that neither registration order nor the order of independent branches matters (a projection
+   shortcut built or computed before the main path is the same network). Shapes are compared without trailing 1s:
+   a ``Linear(C, F)`` on (N, C) and a 1x1 ``Conv2d(C, F)`` on (N, C, 1, 1) hold the same weights. A parameter the
+   learner registers but never uses (a module built but not called, or another called twice) is named.
+3. **Every operation compared by its value, at its own scale.** One forward pass of each network in eval mode on
+   the same seeded input, traced by ``course_utils.tracing`` (modules or functions alike, any nesting, views and
+   reshapes followed but not compared). Every operation of the reference must be matched by an operation of the
+   learner that gives the same values, relative to the size of the reference's values (so that no operation
+   escapes because its activations are small), in any layout. Kinds are normalised before they are compared:
+   ``nn.ReLU6``, ``F.relu6``, ``F.hardtanh(x, 0, 6)`` and ``torch.clamp(x, 0, 6)`` are one operation,
+   ``AdaptiveAvgPool2d(1)`` and ``x.mean((2, 3))`` another. Operations whose value alone cannot tell them apart
+   (activations that clip, dropout, pooling) must also be of the same kind, with the same arguments. A composite
+   operation of the reference (a layer norm, an attention, a GELU) may be written out by the learner in several
+   steps: the intermediate steps have no counterpart and need none. Any other learner's operation without a
+   counterpart (an extra dropout or activation) is named, and so is an operation whose result never reaches the
+   output (an activation computed and thrown away, a branch built but not added).
 
-* ``check_layer_table(model, expected_rows, input_shape)`` where there is no torchvision model (LeNet-5, NiN,
-  the paper's two-group AlexNet): each row of the paper's table (operation, output shape, parameters) is
-  compared with the learner's forward pass, then the total number of parameters.
+The first difference is reported with the reference's operation and module path, the learner's operation at that
+place, how they differ (kind, arguments, inputs, shape, or values and by how much relative to the values), and the
+likely cause.
 
-``forward_operations(model, x)`` returns the traced operations, for notebooks that want to show them.
-Both checks run on the CPU in eval mode; the learner's model is neither moved nor changed (the reference's
-weights stand in for its own through ``torch.func.functional_call``; a GPU model is checked on a CPU copy).
+``check_layer_table(model, expected_rows, input_shape)``, where there is no torchvision model (LeNet-5, NiN, the
+paper's two-group AlexNet): each row of the paper's table (operation, output shape, parameters and, where given,
+kernel size, stride and padding) is compared with the learner's forward pass, then the total number of parameters.
+
+Both checks run on the CPU in eval mode; a GPU model is checked on a CPU copy.
 """
 import copy
-from dataclasses import dataclass, field
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from course_utils.checks import common
+from course_utils.tracing import INPUT, first_tensor, relative_difference, traced_forward
 
-# The operations a forward pass is compared on, by the name of the torch function called (trailing "_" of
-# in-place variants removed). Shape bookkeeping (flatten, view, reshape, size) is left out on purpose:
-# ``nn.Flatten()``, ``torch.flatten`` and ``x.view(N, -1)`` are equally right.
-TRACED_OPERATIONS = frozenset({
-    "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "linear",
-    "batch_norm", "layer_norm", "group_norm", "instance_norm", "local_response_norm",
-    "relu", "relu6", "hardtanh", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish", "sigmoid", "tanh",
-    "hardswish", "hardsigmoid", "softplus", "softmax", "log_softmax", "prelu",
-    "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "lp_pool2d",
-    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
-    "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
-    "cat", "add", "mul", "matmul", "bmm", "scaled_dot_product_attention",
-})
-_ALIASES = {"iadd": "add", "imul": "mul", "concat": "cat", "concatenate": "cat", "max_pool2d_with_indices": "max_pool2d"}
-_DROPOUTS = {"dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"}
-
-
-@dataclass
-class Operation:
-    """One traced operation of a forward pass."""
-
-    kind: str  # the torch function, e.g. "conv2d", "relu", "max_pool2d"
-    module: str  # path of the innermost module running it, e.g. "features.3" ("" for the model itself)
-    module_type: str  # that module's class, e.g. "Conv2d"
-    output_shape: tuple  # shape of the output, batch included
-    output: torch.Tensor = field(default=None, repr=False)  # a detached copy of the output
-    detail: dict = field(default_factory=dict)  # e.g. {"p": 0.5} for dropout
-
-    def where(self):
-        if not self.module_type:  # a plain function was traced, not a module
-            return self.kind
-        place = self.module or "the model's forward"
-        return f"{self.kind} ({place}, {self.module_type})"
+ATOL = 1e-5  # tolerance relative to the largest value of each reference output
+RTOL = 1e-4  # tolerance relative to each reference value
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+_BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)
 
 
 @dataclass(frozen=True)
@@ -77,113 +65,170 @@ class Layer:
     kind: object  # operation name ("conv2d", "tanh", "avg_pool2d") or a tuple of acceptable ones
     output_shape: tuple  # output shape without the batch dimension, e.g. (6, 28, 28); trailing 1s are ignored
     parameters: int = 0  # parameters of the layer (weights and biases)
+    geometry: tuple = ()  # e.g. (("kernel_size", 2), ("stride", 2)): call arguments the layer must have
 
 
-def _kind_of(func):
-    name = getattr(func, "__name__", str(func)).strip("_")  # "relu_" -> "relu", "__iadd__" -> "iadd"
-    return _ALIASES.get(name, name)
+# --------------------------------------------------------------------------- redrawing the reference's weights
 
+def redraw_parameters_(model, x, seed=0):
+    """Give every parameter and buffer of ``model`` random values that keep activations at their scale.
 
-def _first_tensor(output):
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, torch.Tensor):
-                return item
-    if hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
-        return output.logits
-    return None
+    Args:
+        model: an ``nn.Module``, changed in place (pass a copy to keep the original) and returned.
+        x: an input the model runs on, e.g. of shape (N, C, H, W); batch-norm statistics are computed on it.
+        seed: seeds every draw.
 
-
-class _Tracer(TorchFunctionMode):
-    """Records every traced torch function called during a forward pass, with the module running it."""
-
-    def __init__(self, module_stack, keep_outputs):
-        super().__init__()
-        self.module_stack = module_stack
-        self.keep_outputs = keep_outputs
-        self.operations = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        result = func(*args, **kwargs)  # the mode is off inside: nested calls are not recorded
-        kind = _kind_of(func)
-        if kind in TRACED_OPERATIONS:
-            out = _first_tensor(result)
-            name, module = self.module_stack[-1] if self.module_stack else ("", None)
-            detail = {}
-            if kind in _DROPOUTS:
-                detail["p"] = float(args[1]) if len(args) > 1 else float(kwargs.get("p", 0.5))
-            self.operations.append(Operation(
-                kind=kind, module=name, module_type=type(module).__name__ if module is not None else "",
-                output_shape=tuple(out.shape) if out is not None else (),
-                output=out.detach().clone() if (out is not None and self.keep_outputs) else None,
-                detail=detail,
-            ))
-        return result
-
-
-def forward_operations(model, x, keep_outputs=True, state=None):
-    """Run ``model(x)`` once and return ``(output, operations)``, the list of ``Operation`` in call order.
-
-    ``model`` is an ``nn.Module`` (each operation is attributed to the innermost module running it) or any
-    function of tensors. The model runs as it is (set eval mode first for a deterministic pass) and without
-    gradients. ``state`` (a dict from parameter/buffer names to tensors) replaces the model's own for this
-    pass, as in ``torch.func.functional_call``, without changing the model.
+    Convolutions and linear layers get weights with std sqrt(2 / fan_in) for convolutions (He et al. 2015) and
+    sqrt(1 / fan_in) otherwise, and biases with std 0.2; norm layers get weights in [0.5, 1.5) and biases with
+    std 0.3; every other parameter (a class token, position embeddings, a layer scale) gets standard normal values.
+    Each batch norm's running mean and variance are then set, in one eval-mode pass, from the statistics of the
+    activations it receives, shifted by 0.3 standard deviations and scaled by a factor in [0.6, 1.6): its output
+    has the scale of its affine parameters (not the identity, nor the batch's own normalisation).
     """
-    output, operations, error = _traced_forward(model, x, keep_outputs, state)
-    if error is not None:
-        raise error
-    return output, operations
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(shape, std=1.0):
+        return torch.randn(tuple(shape), generator=generator) * std
+
+    with torch.no_grad():
+        handled = set()
+        for module in model.modules():
+            own = dict(module.named_parameters(recurse=False))
+            if isinstance(module, _NORMS):
+                if own.get("weight") is not None:
+                    own["weight"].copy_(torch.rand(own["weight"].shape, generator=generator) + 0.5)
+                if own.get("bias") is not None:
+                    own["bias"].copy_(draw(own["bias"].shape, 0.3))
+            elif isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+                weight = own["weight"]
+                fan_in = weight[0].numel()
+                gain = 2.0 if isinstance(module, nn.modules.conv._ConvNd) else 1.0
+                weight.copy_(draw(weight.shape, math.sqrt(gain / fan_in)))
+                if own.get("bias") is not None:
+                    own["bias"].copy_(draw(own["bias"].shape, 0.2))
+            else:
+                for name, parameter in own.items():
+                    if parameter.dim() >= 2 and "weight" in name:  # e.g. MultiheadAttention's in_proj_weight
+                        parameter.copy_(draw(parameter.shape, math.sqrt(1.0 / parameter[0].numel())))
+                    elif "bias" in name:
+                        parameter.copy_(draw(parameter.shape, 0.2))
+                    else:
+                        parameter.copy_(draw(parameter.shape))
+            handled.update(id(p) for p in own.values())
+
+        hooks = []
+        for module in model.modules():
+            if isinstance(module, _BATCH_NORMS) and module.running_mean is not None:
+                def calibrate(module, inputs):
+                    values = inputs[0].detach().transpose(0, 1).flatten(1).double()  # (C, N*H*W)
+                    mean, std = values.mean(1), values.std(1, unbiased=False)
+                    if values.shape[1] < 16:  # too few values per channel (a 1x1 map): the layer's own scale
+                        std = torch.full_like(std, float(values.std(unbiased=False)))
+                    std = std.clamp_min(0.05 * float(std.median()) + 1e-12)
+                    module.running_mean.copy_((mean + 0.3 * std * draw(mean.shape)).float())
+                    module.running_var.copy_((std ** 2 * (torch.rand(std.shape, generator=generator) + 0.6)).float())
+
+                hooks.append(module.register_forward_pre_hook(calibrate))
+        modes = [(module, module.training) for module in model.modules()]
+        model.eval()
+        try:
+            model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for module, training in modes:
+                module.training = training
+    return model
 
 
-def _traced_forward(model, x, keep_outputs=True, state=None):
-    """``(output, operations, error)``: a crash is returned with the operations traced before it."""
-    stack, hooks = [], []
-    for name, module in model.named_modules() if isinstance(model, nn.Module) else ():
-        def push(module, inputs, name=name):
-            stack.append((name, module))
+# --------------------------------------------------------------------------- kinds and values
 
-        def pop(module, inputs, output):
-            if stack:
-                stack.pop()
-
-        hooks.append(module.register_forward_pre_hook(push))
-        hooks.append(module.register_forward_hook(pop))
-    tracer = _Tracer(stack, keep_outputs)
-    output, error = None, None
-    try:
-        with torch.no_grad(), tracer:
-            output = model(x) if state is None else torch.func.functional_call(model, state, (x,))
-    except Exception as exception:  # NotImplementedError included: the caller decides what to say
-        error = exception
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return output, tracer.operations, error
+def _number(value):
+    return f"{float(value):g}" if value is not None else "inf"
 
 
-def _run(model, x, state=None):
-    """``_traced_forward`` in eval mode, each module's mode restored after."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        return _traced_forward(model, x, state=state)
-    finally:
-        for module, training in modes:
-            module.training = training
+def normal_kind(operation):
+    """The operation's kind as compared: ``relu6``, ``hardtanh(0, 6)`` and ``clamp(0, 6)`` are ``clamp[0, 6]``."""
+    kind, arguments = operation.kind, operation.arguments
+    if kind == "relu":
+        return "clamp[0, inf]"
+    if kind == "relu6":
+        return "clamp[0, 6]"
+    if kind == "hardtanh":
+        return f"clamp[{_number(arguments.get('min_val', -1.0))}, {_number(arguments.get('max_val', 1.0))}]"
+    if kind in ("clamp", "clamp_min", "clamp_max"):
+        low = arguments.get("min")
+        return f"clamp[{'-inf' if low is None else _number(low)}, {_number(arguments.get('max'))}]"
+    if kind == "threshold" and arguments.get("threshold") == arguments.get("value"):
+        return f"clamp[{_number(arguments.get('threshold'))}, inf]"
+    if "dropout" in kind:
+        return f"{kind}(p={_number(arguments.get('p', 0.5))})"
+    if kind.startswith("adaptive_avg_pool"):
+        size = arguments.get("output_size")
+        if size is not None and all(s in (1, None) for s in (size if isinstance(size, tuple) else (size,))):
+            return "mean"
+    return kind
 
 
-def _crash_message(error, x, who, case):
-    if isinstance(error, NotImplementedError):
-        return f"{case}: the {who} model is not implemented yet ({error})"
-    return f"{case}: the {who} model raised {type(error).__name__} on an input of shape {tuple(x.shape)}: {error}"
+def _is_strict(kind):
+    """Kinds that values alone cannot tell apart from their neighbours: they must match by kind too."""
+    return kind.startswith("clamp[") or "dropout" in kind or "pool" in kind or kind == "threshold"
 
 
-def _count(tensors):
-    return sum(t.numel() for _, t in tensors)
+def _compatible(learner_kind, reference_kind):
+    if _is_strict(learner_kind) or _is_strict(reference_kind):
+        return learner_kind == reference_kind
+    return True
 
+
+def _squeeze(shape):
+    """A shape without its trailing 1s: (64, 128, 1, 1) -> (64, 128)."""
+    shape = tuple(shape)
+    while len(shape) > 1 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _same_values(received, expected, atol=ATOL, rtol=RTOL):
+    """Equal within ``atol * max|expected| + rtol * |expected|``, in the same layout or, for another shape, any."""
+    if received.numel() != expected.numel():
+        return False
+    received, expected = received.double(), expected.double()
+    if _squeeze(received.shape) == _squeeze(expected.shape):
+        received = received.reshape(expected.shape)
+    else:  # another layout (channels last, sequence first, ...): the same values in some order
+        received, expected = received.flatten().sort().values, expected.flatten().sort().values
+    scale = float(expected.abs().max()) if expected.numel() else 0.0
+    return bool(((received - expected).abs() <= atol * scale + rtol * expected.abs()).all())
+
+
+def _same_values_in_other_order(received, expected):
+    if received.numel() != expected.numel() or received.numel() == 0:
+        return False
+    return _same_values(received.flatten().sort().values, expected.flatten().sort().values)
+
+
+class _Fingerprints:
+    """Cheap summaries of every output (size, largest magnitude, sum) to compare only plausible pairs in full."""
+
+    def __init__(self, operations):
+        self.by_size = defaultdict(list)
+        self.summary = {}
+        for op in operations:
+            values = op.output.double()
+            self.summary[op.index] = (float(values.abs().max()) if values.numel() else 0.0, float(values.sum()))
+            self.by_size[values.numel()].append(op.index)
+
+    def candidates(self, op, summary):
+        scale, total = summary
+        for index in self.by_size.get(op.output.numel(), ()):
+            their_scale, their_total = self.summary[index]
+            slack = (ATOL + RTOL) * their_scale
+            if abs(scale - their_scale) <= slack and abs(total - their_total) <= slack * op.output.numel():
+                yield index
+
+
+# --------------------------------------------------------------------------- running the two networks
 
 def _on_cpu(model, who):
     """The model itself when it is a float32 CPU model, else a float32 CPU copy (the learner's stays put)."""
@@ -196,172 +241,459 @@ def _on_cpu(model, who):
     return copy.deepcopy(model).cpu().float()
 
 
-def _paired(learner_items, reference_items):
-    """Pairs (learner, reference) by name when the two sets of names are equal, else by registration order."""
-    learner_names = [name for name, _ in learner_items]
-    reference_names = [name for name, _ in reference_items]
-    if sorted(learner_names) == sorted(reference_names) and len(set(reference_names)) == len(reference_names):
-        learner = dict(learner_items)
-        return [((name, learner[name]), (name, tensor)) for name, tensor in reference_items], "by name"
-    return list(zip(learner_items, reference_items)), "in registration order"
+def _run(model, x, state=None, keep_outputs=True):
+    """``traced_forward`` in eval mode, each module's mode restored after."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        return traced_forward(model, x, keep_outputs=keep_outputs, state=state)
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
-def _compare_tensors(learner_items, reference_items, what, case):
-    """Compare the shapes of parameter tensors (or buffers); raise naming the first that differs."""
-    pairs, how = _paired(learner_items, reference_items)
-    totals = (f"learner's model has {len(learner_items)} {what} tensors ({_count(learner_items):,} values), "
-              f"the reference {len(reference_items)} ({_count(reference_items):,} values)")
-    learner_names = {name for name, _ in learner_items}
-    missing = [name for name, _ in reference_items if name not in learner_names]
-    if how != "by name" and missing and len(missing) < len(reference_items) / 2:  # mostly the same names
-        totals += f"; by name, the first of the reference's {what}s the learner's model lacks is {missing[0]}"
-    for index, ((l_name, l_tensor), (r_name, r_tensor)) in enumerate(pairs, start=1):
-        if tuple(l_tensor.shape) != tuple(r_tensor.shape):
-            raise AssertionError(
-                f"{case}: {what} {index} ({how}): learner's {l_name} has shape {tuple(l_tensor.shape)}, "
-                f"reference {r_name} has {tuple(r_tensor.shape)}; {totals}")
-    if len(learner_items) > len(reference_items):
-        name, tensor = learner_items[len(reference_items)]
-        raise AssertionError(f"{case}: {what} {len(reference_items) + 1}: learner's model has an extra "
-                             f"{name} of shape {tuple(tensor.shape)} that the reference does not have; {totals}")
-    if len(learner_items) < len(reference_items):
-        name, tensor = reference_items[len(learner_items)]
-        after = f" after learner's {learner_items[-1][0]}" if learner_items else ""
-        raise AssertionError(f"{case}: {what} {len(learner_items) + 1}: learner's model has nothing{after} where "
-                             f"the reference has {name} of shape {tuple(tensor.shape)} (a missing layer?); {totals}")
-    return len(pairs), how
+def _crash_message(error, x, who, case, operations=()):
+    if isinstance(error, NotImplementedError):
+        return f"{case}: the {who} model is not implemented yet ({error})"
+    after = f", after its {operations[-1].where()} gave shape {operations[-1].output_shape}" if operations else ""
+    return (f"{case}: the {who} model raised {type(error).__name__} on an input of shape {tuple(x.shape)}{after}: "
+            f"{error}")
 
 
-def _tolerance(expected, atol, rtol):
-    scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
-    return atol * scale, rtol
+# --------------------------------------------------------------------------- pairing parameters
+
+def _named_tensors(model):
+    """``{name: (tensor, is_buffer)}`` in registration order."""
+    tensors = {name: (tensor, False) for name, tensor in model.named_parameters()}
+    tensors.update({name: (tensor, True) for name, tensor in model.named_buffers()})
+    return tensors
 
 
-def _close(received, expected, atol, rtol):
-    atol, rtol = _tolerance(expected, atol, rtol)
-    return bool(torch.allclose(received.double(), expected.double(), atol=atol, rtol=rtol))
+def _describe(tensors):
+    parameters = [t for t, is_buffer in tensors.values() if not is_buffer]
+    return f"{len(parameters)} parameter tensors ({sum(t.numel() for t in parameters):,} values)"
 
 
-def _assert_outputs_close(received, expected, case, what, atol, rtol):
-    """Like ``common.assert_close`` with ``atol`` scaled by the size of the expected values."""
-    atol, rtol = _tolerance(expected, atol, rtol)
-    common.assert_close(received, expected, case, what=what, rtol=rtol, atol=atol)
+def _first_uses(operations):
+    """``{tensor name: index of the first operation using it}``."""
+    uses = {}
+    for op in operations:
+        for name, _ in op.parameters:
+            uses.setdefault(name, op.index)
+    return uses
 
 
-def _match_operations(learner_ops, reference_ops, case, input_shape, atol, rtol, complete=True):
-    """Pair every learner's operation with a reference operation of the same kind, shape and output.
+def _nearest_parameterised(operations):
+    """For every operation, the nearest operations upstream that use parameters (or ``INPUT``)."""
+    nearest = {}
+    for op in operations:
+        found = set()
+        for source in op.sources:
+            if source == INPUT:
+                found.add(INPUT)
+            elif operations[source].parameters:
+                found.add(source)
+            else:
+                found |= nearest[source]
+        nearest[op.index] = frozenset(found)
+    return nearest
 
-    The learner's operations are taken in call order; each is paired with the first unpaired reference operation
-    that gives the same output, so independent branches (a ResNet shortcut, the four branches of an Inception
-    block) may run in either order. The first learner's operation without a partner is compared with the first
-    unpaired reference operation, and the message says how they differ: kind, output shape or values.
-    """
-    unpaired = list(range(len(reference_ops)))
-    for step, mine in enumerate(learner_ops, start=1):
-        partner = next((j for j in unpaired if reference_ops[j].kind == mine.kind
-                        and reference_ops[j].output_shape == mine.output_shape
-                        and (mine.output is None or _close(mine.output, reference_ops[j].output, atol, rtol))), None)
-        if partner is None:
-            if not unpaired:
-                raise AssertionError(f"{case}: step {step} of the forward pass: learner's model goes on with "
-                                     f"{mine.where()} after the reference's last operation ({len(learner_ops)} "
-                                     f"operations against {len(reference_ops)}; an extra layer?)")
-            theirs = reference_ops[unpaired[0]]
-            if mine.kind != theirs.kind:
+
+def _signature(op, tensors):
+    """The shapes (without trailing 1s) of the tensors an operation uses, in argument order."""
+    return tuple((_squeeze(tensors[name][0].shape), tensors[name][1]) for name, _ in op.parameters)
+
+
+def _pair_through_operations(learner_ops, reference_ops, learner_tensors, reference_tensors):
+    """``{learner name: reference name}`` for the tensors of operations paired through the forward pass."""
+    learner_nearest = _nearest_parameterised(learner_ops)
+    reference_nearest = _nearest_parameterised(reference_ops)
+    learner_candidates = [op for op in learner_ops if op.parameters]
+    operation_map = {INPUT: INPUT}  # reference operation -> learner operation
+    paired_learner_ops, names = set(), {}
+    for theirs in (op for op in reference_ops if op.parameters):
+        signature = _signature(theirs, reference_tensors)
+        wanted = {operation_map.get(source) for source in reference_nearest[theirs.index]}
+        known = None not in wanted
+        mapped_learner = set(operation_map.values())
+        choice = None
+        for mine in learner_candidates:
+            if mine.index in paired_learner_ops or _signature(mine, learner_tensors) != signature:
+                continue
+            upstream = learner_nearest[mine.index]
+            if known and upstream == wanted:
+                choice = mine
+                break
+            if not known and not any(u in mapped_learner and u not in wanted for u in upstream):
+                choice = mine
+                break
+        if choice is None:
+            continue
+        operation_map[theirs.index] = choice.index
+        paired_learner_ops.add(choice.index)
+        taken = set(names.values())
+        for (mine_name, _), (their_name, _) in zip(choice.parameters, theirs.parameters):
+            if mine_name not in names and their_name not in taken:
+                names[mine_name] = their_name
+                taken.add(their_name)
+    return names
+
+
+def _pair_tensors(learner, reference, learner_ops, reference_ops, case, complete=True):
+    """``(state, how)``: the reference's tensors under the learner's names, or an ``AssertionError``."""
+    mine, theirs = _named_tensors(learner), _named_tensors(reference)
+    if set(mine) == set(theirs):
+        for name, (tensor, is_buffer) in theirs.items():
+            if _squeeze(mine[name][0].shape) != _squeeze(tensor.shape):
+                what = "buffer" if is_buffer else "parameter"
                 raise AssertionError(
-                    f"{case}: step {step} of the forward pass: learner's model applies {mine.where()} where the "
-                    f"reference applies {theirs.where()} (a missing, extra or misplaced layer?)")
-            what = (f"with the reference's weights copied in, step {step} of the forward pass, learner's "
-                    f"{mine.where()} against the reference's {theirs.where()}: output")
-            if mine.output_shape != theirs.output_shape:
-                raise AssertionError(f"{case}: {what} has shape {mine.output_shape}, expected {theirs.output_shape} "
-                                     f"(input {tuple(input_shape)}; a wrong stride, padding or kernel size?)")
-            _assert_outputs_close(mine.output, theirs.output, case, what + " (this operation or one before it differs)",
-                                  atol, rtol)
-            raise AssertionError(f"{case}: {what} matches no reference operation")  # pragma: no cover - for safety
-        theirs = reference_ops[partner]
-        unpaired.remove(partner)
-        if mine.kind in _DROPOUTS and abs(mine.detail["p"] - theirs.detail["p"]) > 1e-12:
-            raise AssertionError(f"{case}: step {step} of the forward pass: learner's {mine.where()} has "
-                                 f"p={mine.detail['p']:g}, the reference's {theirs.where()} has p={theirs.detail['p']:g}")
-    if unpaired and complete:
-        theirs = reference_ops[unpaired[0]]
-        raise AssertionError(f"{case}: the reference's {theirs.where()} (its operation {unpaired[0] + 1}, output "
-                             f"{theirs.output_shape}) has no counterpart in the learner's model ({len(learner_ops)} "
-                             f"operations against {len(reference_ops)}; a missing layer?)")
+                    f"{case}: {what} {name} (paired by name): the learner's has shape {tuple(mine[name][0].shape)}, "
+                    f"the reference's {tuple(tensor.shape)}; learner's model has {_describe(mine)}, the reference "
+                    f"{_describe(theirs)}")
+        names, how = {name: name for name in mine}, "by name"
+    else:
+        names = _pair_through_operations(learner_ops, reference_ops, mine, theirs)
+        learner_uses, reference_uses = _first_uses(learner_ops), _first_uses(reference_ops)
+        order = len(learner_ops) + len(reference_ops)
+
+        def in_use_order(tensors, uses):  # first used first, then never used in registration order
+            return sorted(tensors, key=lambda name: uses.get(name, order))
+
+        taken = set(names.values())
+        for their_name in in_use_order(theirs, reference_uses):
+            if their_name in taken:
+                continue
+            shape, is_buffer = _squeeze(theirs[their_name][0].shape), theirs[their_name][1]
+            for mine_name in in_use_order(mine, learner_uses):
+                if mine_name not in names and _squeeze(mine[mine_name][0].shape) == shape \
+                        and mine[mine_name][1] == is_buffer:
+                    names[mine_name] = their_name
+                    taken.add(their_name)
+                    break
+        how = "through the operations that use them"
+        _assert_all_paired(mine, theirs, names, case, complete)
+    if complete:  # a pass that crashed has not used everything yet
+        _assert_all_used(mine, names, learner_ops, reference_ops, case)
+    state = {name: theirs[names[name]][0].reshape(mine[name][0].shape) for name in mine if name in names}
+    return state, how
 
 
-def check_same_architecture(model, reference, input_shape, name="architecture", atol=1e-5, rtol=1e-4, seed=0):
+def _assert_all_paired(mine, theirs, names, case, complete=True):
+    totals = f"learner's model has {_describe(mine)}, the reference {_describe(theirs)}"
+    taken = set(names.values())
+    their_left = [name for name in theirs if name not in taken]
+    mine_left = [name for name in mine if name not in names]
+    if not their_left and not mine_left:
+        return
+    shape_counts = Counter((_squeeze(t.shape), b) for t, b in mine.values())
+    shape_counts.subtract(Counter((_squeeze(t.shape), b) for t, b in theirs.values()))
+    missing = [n for n in their_left if shape_counts[(_squeeze(theirs[n][0].shape), theirs[n][1])] < 0]
+    extra = [n for n in mine_left if shape_counts[(_squeeze(mine[n][0].shape), mine[n][1])] > 0]
+    if missing:
+        name = missing[0]
+        what = "buffer" if theirs[name][1] else "parameter"
+        raise AssertionError(f"{case}: the reference's {what} {name} of shape {tuple(theirs[name][0].shape)} has no "
+                             f"counterpart of that shape in the learner's model (a missing or misconfigured "
+                             f"layer?); {totals}")
+    if extra:
+        name = extra[0]
+        what = "buffer" if mine[name][1] else "parameter"
+        raise AssertionError(f"{case}: the learner's {what} {name} of shape {tuple(mine[name][0].shape)} has no "
+                             f"counterpart of that shape in the reference (an extra or misconfigured layer?); "
+                             f"{totals}")
+    if not complete:  # tensors not used before a crash stay with the learner's own values
+        return
+    name = (mine_left or their_left)[0]  # pragma: no cover - equal shape counts always pair
+    raise AssertionError(f"{case}: could not pair the learner's {name} with the reference's tensors; {totals}")
+
+
+def _assert_all_used(mine, names, learner_ops, reference_ops, case):
+    learner_used = {name for op in learner_ops for name, _ in op.parameters}
+    reference_used = {name for op in reference_ops for name, _ in op.parameters}
+    for name, (tensor, is_buffer) in mine.items():
+        if not is_buffer and name not in learner_used and names[name] in reference_used:
+            raise AssertionError(
+                f"{case}: the learner's parameter {name} of shape {tuple(tensor.shape)} is never used in the forward "
+                f"pass, where the reference uses its {names[name]} (a layer built but not called, or another one "
+                f"called twice?)")
+
+
+# --------------------------------------------------------------------------- comparing the operations
+
+class _Comparison:
+    """The two traced passes, which learner's operation gives which reference's value, and the messages."""
+
+    def __init__(self, learner_ops, reference_ops, case, input_shape):
+        self.case, self.input_shape = case, tuple(input_shape)
+        self.mine = [op for op in learner_ops if op.depends_on_input]
+        self.theirs = [op for op in reference_ops if op.depends_on_input and op.reaches_output]
+        self.learner_ops, self.reference_ops = learner_ops, reference_ops
+        self.kinds = {("mine", op.index): normal_kind(op) for op in learner_ops}
+        self.kinds.update({("theirs", op.index): normal_kind(op) for op in reference_ops})
+        fingerprints = _Fingerprints(self.theirs)
+        learner_fingerprints = _Fingerprints(self.mine)
+        self.partners = defaultdict(list)  # learner's op index -> reference op indices with its values
+        self.counterparts = defaultdict(list)  # reference op index -> learner op indices
+        for op in self.mine:
+            for index in fingerprints.candidates(op, learner_fingerprints.summary[op.index]):
+                reference = reference_ops[index]
+                if _compatible(self.kinds[("mine", op.index)], self.kinds[("theirs", index)]) \
+                        and _same_values(op.output, reference.output):
+                    self.partners[op.index].append(index)
+                    self.counterparts[index].append(op.index)
+        self.consumers = defaultdict(list)
+        for op in learner_ops:
+            for source in op.sources:
+                self.consumers[source].append(op.index)
+
+    # the learner's counterparts of a reference operation's sources, and the learner's operations fed by them
+    def _counterpart_sources(self, theirs):
+        found = set()
+        for source in theirs.sources:
+            found |= {INPUT} if source == INPUT else set(self.counterparts.get(source, ()))
+        return found
+
+    def _at_place_of(self, theirs):
+        """The learner's operation where ``theirs`` should be: fed by the counterparts of its inputs."""
+        sources = self._counterpart_sources(theirs)
+        fed = [index for source in sources for index in self.consumers.get(source, ())
+               if self.learner_ops[index].depends_on_input and theirs.index not in self.partners.get(index, ())]
+        fed = sorted(set(fed))
+        kind = self.kinds[("theirs", theirs.index)]
+        same_kind = [index for index in fed if self.kinds[("mine", index)] == kind]
+        unmatched = [index for index in fed if not self.partners.get(index)]
+        for group in (same_kind, unmatched, fed):
+            if group:
+                return self.learner_ops[group[0]]
+        return None
+
+    def _names(self, ops, sources):
+        return ", ".join("the input" if s == INPUT else ops[s].where() for s in sorted(sources)) or "no operation"
+
+    def uncovered_message(self, theirs):
+        position = self.theirs.index(theirs) + 1
+        head = (f"{self.case}: the reference's {theirs.where()} (its operation {position} of {len(self.theirs)}, "
+                f"output {theirs.output_shape}) has no counterpart in the learner's model")
+        mine = self._at_place_of(theirs)
+        if mine is None:
+            after = self._names(self.learner_ops, self._counterpart_sources(theirs) - {INPUT}) \
+                if self._counterpart_sources(theirs) - {INPUT} else "the input"
+            return f"{head}: nothing in the learner's model takes the output of its {after} there (a missing layer?)"
+        return f"{head}: {self._difference(mine, theirs)}"
+
+    def _difference(self, mine, theirs):
+        my_kind, their_kind = self.kinds[("mine", mine.index)], self.kinds[("theirs", theirs.index)]
+        here = f"at its place the learner's model applies {mine.where()}"
+        if mine.kind == theirs.kind or my_kind == their_kind:
+            for name, value in theirs.arguments.items():
+                if name in mine.arguments and mine.arguments[name] != value:
+                    return (f"{here} with {name}={mine.arguments[name]!r}, the reference's has {name}={value!r}")
+        if my_kind != their_kind and (_is_strict(my_kind) or _is_strict(their_kind)):
+            return (f"{here} where the reference applies {theirs.kind}{_kind_text(their_kind)} (a missing, extra or "
+                    f"misplaced operation?)")
+        # its inputs: from other operations than the reference's?
+        for source_set in mine.inputs:
+            for source in source_set:
+                if source != INPUT and not self.partners.get(source) and self.learner_ops[source].depends_on_input:
+                    return (f"{here}, but one of its inputs comes from the learner's "
+                            f"{self.learner_ops[source].where()}, which has no counterpart in the reference (an extra "
+                            f"or misplaced operation, e.g. an activation before a residual addition?)")
+        mapped = [set(self.partners.get(s, ())) if s != INPUT else {INPUT} for s in mine.sources]
+        wanted = set(theirs.sources)
+        if mapped and not all(m & wanted for m in mapped):
+            takes = self._names(self.reference_ops, {next(iter(m)) for m in mapped if m})
+            return (f"{here}, which takes the values of the reference's {takes} where the reference's takes its "
+                    f"{self._names(self.reference_ops, wanted)} (applied to the wrong tensor?)")
+        if theirs.kind == "cat" and mine.kind == "cat" and len(mine.inputs) == len(theirs.inputs):
+            order = [set(self.partners.get(s, ())) for m in mine.inputs for s in m]
+            expected = [set(t) for t in theirs.inputs]
+            if order != expected and sorted(map(sorted, order)) == sorted(map(sorted, expected)):
+                return f"{here}: it concatenates the same tensors in another order"
+        if _squeeze(mine.output_shape) != _squeeze(theirs.output_shape):
+            return (f"{here}, with output shape {mine.output_shape} against the reference's {theirs.output_shape} "
+                    f"(input {self.input_shape}; {_shape_hint(theirs.kind)})")
+        difference = relative_difference(mine.output.reshape(theirs.output.shape)
+                                         if mine.output.numel() == theirs.output.numel() else mine.output,
+                                         theirs.output) if mine.output.numel() == theirs.output.numel() else math.inf
+        scale = float(theirs.output.abs().max())
+        hint = _value_hint(mine, theirs)
+        return (f"{here}, fed by operations that match the reference's, but its output differs from the reference's by up to "
+                f"{difference * scale:.3g}, {difference:.2%} of the reference's largest value {scale:.3g} "
+                f"(tolerance {ATOL:g} of it; {hint})")
+
+    def assert_no_unused(self):
+        for op in self.mine:
+            if not op.reaches_output:
+                raise AssertionError(
+                    f"{self.case}: the learner's {op.where()} (output {op.output_shape}) is computed but its result "
+                    f"never reaches the model's output (not assigned, e.g. `F.relu(x)` instead of `x = F.relu(x)`, "
+                    f"or a branch that is built but not added?)")
+
+    def assert_reference_covered(self):
+        for theirs in self.theirs:
+            if not self.counterparts.get(theirs.index):
+                raise AssertionError(self.uncovered_message(theirs))
+
+    def _excused(self, op):
+        """An unmatched learner's operation is a step of a composite reference operation written out."""
+        pending, seen, closing = list(self.consumers.get(op.index, ())), set(), []
+        while pending:
+            index = pending.pop()
+            if index in seen:
+                continue
+            seen.add(index)
+            if self.partners.get(index):
+                closing.append(index)
+            else:
+                pending.extend(self.consumers.get(index, ()))
+        if not closing:
+            return False
+        for index in closing:
+            my_kind = self.kinds[("mine", index)]
+            if not any(self.kinds[("theirs", r)] != my_kind and not _is_strict(self.kinds[("theirs", r)])
+                       for r in self.partners[index]):
+                return False
+        return True
+
+    def first_unmatched(self):
+        """The learner's first operation whose values are not among the reference's (for a pass that crashed)."""
+        return next((op for op in self.mine if not self.partners.get(op.index)), None)
+
+    def _reference_at_place_of(self, mine):
+        """The reference's operation fed by the counterparts of ``mine``'s inputs (same kind first)."""
+        wanted = set()
+        for source in mine.sources:
+            wanted |= {INPUT} if source == INPUT else set(self.partners.get(source, ()))
+        fed = [op for op in self.theirs if op.sources & wanted and not self.counterparts.get(op.index)]
+        my_kind = self.kinds[("mine", mine.index)]
+        same_kind = [op for op in fed if self.kinds[("theirs", op.index)] == my_kind or op.kind == mine.kind]
+        return (same_kind or fed or [None])[0]
+
+    def unmatched_message(self, mine):
+        theirs = self._reference_at_place_of(mine)
+        if theirs is not None:
+            return self.uncovered_message(theirs)
+        extra = (", e.g. a dropout or an activation the reference does not have"
+                 if _is_strict(self.kinds[("mine", mine.index)]) else "")
+        return (f"{self.case}: the learner's {mine.where()} (output {mine.output_shape}) has no counterpart in the "
+                f"reference: its values are not among the reference's (an extra operation{extra}?)")
+
+    def assert_no_extra(self):
+        for op in self.mine:
+            if op.reaches_output and not self.partners.get(op.index) and not self._excused(op):
+                extra = (", e.g. a dropout or an activation the reference does not have"
+                         if _is_strict(self.kinds[("mine", op.index)]) else "")
+                raise AssertionError(
+                    f"{self.case}: the learner's {op.where()} (output {op.output_shape}) has no counterpart in the "
+                    f"reference: its values are not among the reference's (an extra operation{extra}?)")
+
+
+def _kind_text(kind):
+    """`` (values clipped to [0, 6])`` for the clamp family, else nothing: said after the operation's name."""
+    return f" (values clipped to {kind[5:]})" if kind.startswith("clamp[") else ""
+
+
+def _shape_hint(kind):
+    if kind.startswith(("conv", "max_pool", "avg_pool", "lp_pool")):
+        return "a wrong kernel size, stride, padding or dilation?"
+    if kind == "linear":
+        return "a wrong number of features, or its input flattened differently?"
+    if kind == "cat":
+        return "concatenated along another dimension, or other tensors?"
+    return "a wrong shape: check the layer's sizes"
+
+
+def _value_hint(mine, theirs):
+    if _same_values_in_other_order(mine.output, theirs.output):
+        return ("the same values in another order: a permutation, such as a channel shuffle with its groups "
+                "swapped, heads split wrongly, a concatenation order, or a reshape of another layout")
+    if theirs.kind.startswith("conv") or theirs.kind == "linear":
+        return "different weights or a missing bias: is the layer the reference's, or a parameter used twice?"
+    if "norm" in theirs.kind:
+        return "another normalisation (eps, axes) or another layer's parameters?"
+    if theirs.kind == "gelu":
+        return "GELU's exact and tanh forms differ: check `approximate`"
+    return "check this operation's definition"
+
+
+def check_same_architecture(model, reference, input_shape, name="architecture", seed=0):
     """Assert that ``model`` is the same network as ``reference``: parameters, operations and outputs.
 
     Args:
         model: the learner's ``nn.Module`` (an instance).
-        reference: the reference instance, e.g. ``torchvision.models.alexnet(weights=None)``.
+        reference: the reference instance, e.g. ``torchvision.models.alexnet(weights=None)``; its weights do not
+            matter (a copy gets random ones).
         input_shape: the input's shape with the batch, e.g. ``(2, 3, 64, 64)``; small inputs keep it fast.
         name: how the check is named in its messages.
-        atol, rtol: the tolerance on every output: ``|learner - reference| <= atol * max(1, max|reference|)
-            + rtol * |reference|`` (both models run the same float32 operations, so they agree closely).
-        seed: seeds the random input.
+        seed: seeds the random input and the redrawn weights.
 
-    Parameters and buffers are paired by name when the learner's names are the reference's (e.g. torchvision's
-    ``features.0.weight``), else in registration order: then register the layers in the order the reference
-    does (for a plain network, the order they run). Operations may be written as modules (``nn.ReLU()``) or
-    functions (``F.relu``, ``torch.flatten``); reshapes are not compared.
-
-    Raises ``AssertionError`` naming the first parameter tensor, forward-pass step or output that differs;
-    prints one line when everything matches. Neither model is changed.
+    Every operation's output is compared within ``1e-5 * max|reference output| + 1e-4 * |reference output|``.
+    Raises ``AssertionError`` naming the first parameter, operation or output that differs; prints one line when
+    everything matches. Neither model is changed.
     """
     case = name
-    learner = _on_cpu(model, "learner's")
-    reference = _on_cpu(reference, "reference")
     if not (isinstance(input_shape, (tuple, list)) and len(input_shape) >= 2
-            and all(isinstance(s, int) and s > 0 for s in input_shape)):
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_shape)):
         raise ValueError(f"input_shape must be a shape of positive ints with the batch first; got {input_shape!r}")
-
-    # 1. parameters and buffers: shapes in registration order (or by name), counts
-    learner_parameters = list(learner.named_parameters())
-    reference_parameters = list(reference.named_parameters())
-    n_parameters, how = _compare_tensors(learner_parameters, reference_parameters, "parameter", case)
-    learner_buffers = list(learner.named_buffers())
-    reference_buffers = list(reference.named_buffers())
-    n_buffers, buffers_how = _compare_tensors(learner_buffers, reference_buffers, "buffer", case)
-
-    # 2. one forward pass of each, the reference's parameters and buffers standing in for the learner's
+    learner = _on_cpu(model, "learner's")
+    reference = copy.deepcopy(_on_cpu(reference, "reference"))
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))  # input_shape, e.g. (N, C, H, W)
-    state = {mine[0]: theirs[1] for pairs in (_paired(learner_parameters, reference_parameters)[0],
-                                              _paired(learner_buffers, reference_buffers)[0])
-             for mine, theirs in pairs}
-    reference_output, reference_ops, error = _run(reference, x)
-    if error is not None:
-        raise AssertionError(_crash_message(error, x, "reference", case) + " (is input_shape large enough?)") from error
-    learner_output, learner_ops, error = _run(learner, x, state=state)
 
-    # 3. the same operations, each with the same output: this sees a missing dropout or batch norm, a misplaced
-    #    ReLU, a wrong stride or padding; then the model's output
-    #    (when the learner's model crashed, the operations before the crash are compared first: a crash is
-    #    often the consequence of a wrong output shape earlier)
-    _match_operations(learner_ops, reference_ops, case, input_shape, atol, rtol, complete=error is None)
-    if error is not None:
+    # 1. the reference, with weights that cannot hide a mistake
+    try:
+        redraw_parameters_(reference, x, seed=seed)
+    except Exception as error:
+        raise AssertionError(_crash_message(error, x, "reference", case) + " (is input_shape large enough?)") from error
+    reference_output, reference_ops, error = _run(reference, x)
+    if error is not None:  # pragma: no cover - the redraw above ran it already
+        raise AssertionError(_crash_message(error, x, "reference", case)) from error
+
+    # 2. the learner's parameters paired with the reference's through the operations that use them
+    _, learner_structure, error = _run(learner, x, keep_outputs=False)
+    if isinstance(error, NotImplementedError):
         raise AssertionError(_crash_message(error, x, "learner's", case)) from error
-    reference_output, learner_output = _first_tensor(reference_output), _first_tensor(learner_output)
+    state, how = _pair_tensors(learner, reference, learner_structure, reference_ops, case, complete=error is None)
+
+    # 3. the learner's pass with the reference's values: every reference operation matched by value, nothing extra
+    learner_output, learner_ops, error = _run(learner, x, state=state)
+    comparison = _Comparison(learner_ops, reference_ops, case, input_shape)
+    if error is not None:  # a crash is often the consequence of an earlier difference: name that one first
+        crash = _crash_message(error, x, "learner's", case, learner_ops)
+        first = comparison.first_unmatched()
+        if first is not None:
+            raise AssertionError(f"{comparison.unmatched_message(first)}; then {crash[len(case) + 2:]}") from error
+        raise AssertionError(crash) from error
+    comparison.assert_no_unused()
+    comparison.assert_reference_covered()
+    comparison.assert_no_extra()
+    reference_output, learner_output = first_tensor(reference_output), first_tensor(learner_output)
     if learner_output is None:
         raise AssertionError(f"{case}: the learner's model returned no tensor")
-    _assert_outputs_close(learner_output, reference_output, case,
-                          f"the model's output for input {tuple(input_shape)} (reference's weights copied in)", atol, rtol)
-    total = _count(reference_parameters)
-    common.passed(f"{name} ({total:,} parameters in {n_parameters} tensors matched {how}, {n_buffers} buffers, "
-                  f"{len(reference_ops)} operations and the output)", n_parameters + n_buffers + len(reference_ops) + 1)
+    if not _same_values(learner_output, reference_output):
+        if learner_output.numel() != reference_output.numel():
+            raise AssertionError(f"{case}: the model's output has shape {tuple(learner_output.shape)}, the "
+                                 f"reference's {tuple(reference_output.shape)}")
+        common.assert_close(learner_output.reshape(reference_output.shape), reference_output, case,
+                            what=f"the model's output for input {tuple(input_shape)} (reference's weights copied in)",
+                            rtol=RTOL, atol=ATOL * float(reference_output.abs().max()))
+    parameters = [t for t in reference.parameters()]
+    total = sum(t.numel() for t in parameters)
+    common.passed(f"{name} ({total:,} parameters in {len(parameters)} tensors paired {how}, "
+                  f"{len(list(reference.buffers()))} buffers, {len(comparison.theirs)} operations and the output)",
+                  len(state) + len(comparison.theirs) + 1)
 
 
-def _squeeze_trailing_ones(shape):
-    shape = tuple(shape)
-    while len(shape) > 1 and shape[-1] == 1:
-        shape = shape[:-1]
-    return shape
-
+# --------------------------------------------------------------------------- a paper's layer table
 
 def _kinds_text(kind):
     return " or ".join(kind) if isinstance(kind, (tuple, list)) else kind
+
+
+def _as_pair(value):
+    """2 -> (2, 2); (2, 3) -> (2, 3): call arguments compared in one form."""
+    if isinstance(value, (tuple, list)):
+        return tuple(value) if len(value) != 1 else (value[0], value[0])
+    return (value, value)
 
 
 def check_layer_table(model, expected_rows, input_shape, name="layer table", total_parameters=None, seed=0,
@@ -370,10 +702,12 @@ def check_layer_table(model, expected_rows, input_shape, name="layer table", tot
 
     Args:
         model: the learner's ``nn.Module`` (an instance).
-        expected_rows: ``Layer(kind, output_shape, parameters)`` rows (or plain tuples of the same three), one
-            per traced operation, e.g. ``Layer("conv2d", (6, 28, 28), 156)``, ``Layer("tanh", (6, 28, 28))``.
+        expected_rows: ``Layer(kind, output_shape, parameters, geometry)`` rows (or plain tuples of the same), one
+            per traced operation, e.g. ``Layer("conv2d", (6, 28, 28), 156, (("kernel_size", 5),))``.
             ``kind`` may be a tuple of acceptable operations, e.g. ``("linear", "conv2d")``; output shapes leave
-            the batch out and trailing 1s are ignored, so ``(120, 1, 1)`` matches ``(120,)``.
+            the batch out and trailing 1s are ignored, so ``(120, 1, 1)`` matches ``(120,)``; ``geometry`` lists
+            call arguments the operation must have (kernel size, stride, padding; ints or pairs), so that a
+            pooling with another window that happens to give the same output shape is rejected.
         input_shape: the input's shape with the batch, e.g. ``(2, 1, 32, 32)``.
         name: how the check is named in its messages.
         total_parameters: the model's expected parameter count; by default the sum of the rows' ``parameters``.
@@ -381,7 +715,8 @@ def check_layer_table(model, expected_rows, input_shape, name="layer table", tot
         skip: traced operations left out of the comparison.
 
     The parameters of a row are those registered directly on the module that runs the operation (counted at
-    its first operation). Raises ``AssertionError`` naming the first row that differs.
+    its first operation). An operation whose result never reaches the output is rejected. Raises
+    ``AssertionError`` naming the first row that differs.
     """
     case = name
     learner = _on_cpu(model, "learner's")
@@ -389,7 +724,11 @@ def check_layer_table(model, expected_rows, input_shape, name="layer table", tot
     total_expected = sum(row.parameters for row in rows) if total_parameters is None else total_parameters
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))  # input_shape, e.g. (N, C, H, W)
     _, operations, error = _run(learner, x)
-    operations = [op for op in operations if op.kind not in skip]
+    for op in operations:
+        if op.depends_on_input and not op.reaches_output:
+            raise AssertionError(f"{case}: the learner's {op.where()} (output {op.output_shape[1:]}) is computed but "
+                                 f"its result never reaches the model's output (not assigned, or not used?)")
+    operations = [op for op in operations if op.kind not in skip and op.depends_on_input]
     modules = dict(learner.named_modules())
     counted = set()
     for index, (op, row) in enumerate(zip(operations, rows), start=1):
@@ -399,10 +738,22 @@ def check_layer_table(model, expected_rows, input_shape, name="layer table", tot
             raise AssertionError(f"{case}: layer {index}: learner's model applies {op.where()} with output "
                                  f"{received_shape}, the table has {_kinds_text(row.kind)} with output "
                                  f"{tuple(row.output_shape)}")
-        if _squeeze_trailing_ones(received_shape) != _squeeze_trailing_ones(row.output_shape):
+        if _squeeze(received_shape) != _squeeze(row.output_shape):
             raise AssertionError(f"{case}: layer {index}: learner's {op.where()} gives output shape "
                                  f"{received_shape} for input {tuple(input_shape)}, the table has "
                                  f"{tuple(row.output_shape)} (a wrong kernel size, stride or padding?)")
+        for argument, expected in row.geometry:
+            received = op.arguments.get(argument)
+            if argument == "stride" and received in (None, ()) and "pool" in op.kind:
+                received = op.arguments.get("kernel_size")  # pooling's default stride is its kernel size
+            if received is None and argument in ("padding",):
+                received = 0
+            if received is None and argument in ("stride", "dilation"):
+                received = 1
+            if received is None or _as_pair(received) != _as_pair(expected):
+                raise AssertionError(f"{case}: layer {index}: learner's {op.where()} has {argument}={received!r}, "
+                                     f"the table has {argument}={expected!r} (the output shape {received_shape} "
+                                     f"agrees, the layer does not)")
         own = 0
         if op.module not in counted:  # a module's parameters count once, at its first operation
             counted.add(op.module)
