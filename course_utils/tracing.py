@@ -138,6 +138,8 @@ def _arguments(kind, args, kwargs):
     for name in names:
         if name in kwargs:
             values[name] = kwargs[name]
+    if kind.startswith("conv") and isinstance(values.get("weight"), torch.Tensor):
+        values["kernel_size"] = tuple(values["weight"].shape[2:])  # (KH, KW) of a (F, C/groups, KH, KW) weight
     if kind == "gelu":
         values["approximate"] = kwargs.get("approximate", args[1] if len(args) > 1 else "none")
     return {name: _plain(value) for name, value in values.items()

@@ -12,7 +12,6 @@ from torch import nn
 
 from course_utils.checks import architectures
 from course_utils.checks.architectures import Layer, check_layer_table, check_same_architecture
-from course_utils.tracing import forward_operations
 
 ALEXNET_INPUT = (2, 3, 64, 64)  # the smallest size torchvision's AlexNet takes is 63x63
 
@@ -502,10 +501,36 @@ def test_layer_table_fails_on_a_parameter_outside_the_traced_layers():
         check_layer_table(model, LENET5_TABLE, (2, 1, 32, 32))
 
 
-def test_forward_operations_lists_module_and_functional_calls_alike():
-    _, module_ops = forward_operations(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), torch.randn(1, 1, 5, 5))
-    _, functional_ops = forward_operations(lambda x: torch.relu(x + 1), torch.randn(3))
-    assert [op.kind for op in module_ops] == ["conv2d", "relu"]
-    assert [(op.module, op.module_type) for op in module_ops] == [("0", "Conv2d"), ("1", "ReLU")]
-    assert module_ops[0].output_shape == (1, 2, 3, 3)
-    assert [op.kind for op in functional_ops] == ["add", "relu"]
+
+
+def test_layer_table_fails_on_a_pooling_window_that_gives_the_same_shape():
+    from course_utils.checks.lenet_alexnet import lenet5_table
+
+    model = lenet5(pool=lambda size: nn.AvgPool2d(3, stride=2, padding=1))  # 28x28 -> 14x14 as 2x2 windows do
+    with pytest.raises(AssertionError, match=r"layer 3: learner's avg_pool2d \(2, AvgPool2d\) has kernel_size=3, "
+                                             r"the table has kernel_size=2 \(the output shape \(6, 14, 14\) agrees"):
+        check_layer_table(model, lenet5_table(), (2, 1, 32, 32))
+
+
+def test_layer_table_fails_on_a_row_computed_but_not_used():
+    from course_utils.checks.lenet_alexnet import lenet5_table
+
+    class Thrown(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = lenet5()
+
+        def forward(self, x):
+            torch.tanh(self.body[0](x))  # computed, never used
+            return self.body(x)
+
+    with pytest.raises(AssertionError, match=r"the learner's conv2d \(body.0, Conv2d\) .* is computed but "
+                                             r"its result never reaches the model's output"):
+        check_layer_table(Thrown(), lenet5_table(), (2, 1, 32, 32))
+
+
+def test_layer_table_passes_on_the_lenet5_table_with_its_geometry(capsys):
+    from course_utils.checks.lenet_alexnet import lenet5_table
+
+    check_layer_table(lenet5(), lenet5_table(), (2, 1, 32, 32), name="LeNet-5")
+    assert "✓ LeNet-5 (11 layers, 61,706 parameters)" in capsys.readouterr().out

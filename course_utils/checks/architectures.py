@@ -461,14 +461,28 @@ class _Comparison:
         fed = sorted(set(fed))
         kind = self.kinds[("theirs", theirs.index)]
         same_kind = [index for index in fed if self.kinds[("mine", index)] == kind]
+        if same_kind:
+            return self.learner_ops[same_kind[0]]
+        # a composite operation written out in steps: the first unmatched step downstream with its output's size
+        pending, seen = [index for index in fed if not self.partners.get(index)], set()
+        while pending:
+            index = min(pending)
+            pending.remove(index)
+            if index in seen:
+                continue
+            seen.add(index)
+            if self.learner_ops[index].output_shape and self.learner_ops[index].output.numel() == theirs.output.numel():
+                return self.learner_ops[index]
+            pending.extend(i for i in self.consumers.get(index, ()) if not self.partners.get(i))
         unmatched = [index for index in fed if not self.partners.get(index)]
-        for group in (same_kind, unmatched, fed):
+        for group in (unmatched, fed):
             if group:
                 return self.learner_ops[group[0]]
         return None
 
     def _names(self, ops, sources):
-        return ", ".join("the input" if s == INPUT else ops[s].where() for s in sorted(sources)) or "no operation"
+        return " and ".join("the model's input" if s == INPUT else ops[s].where() for s in sorted(sources)) \
+            or "no operation"
 
     def uncovered_message(self, theirs):
         position = self.theirs.index(theirs) + 1
@@ -491,6 +505,8 @@ class _Comparison:
         if my_kind != their_kind and (_is_strict(my_kind) or _is_strict(their_kind)):
             return (f"{here} where the reference applies {theirs.kind}{_kind_text(their_kind)} (a missing, extra or "
                     f"misplaced operation?)")
+        if my_kind != their_kind:  # the reference's composite operation written out in steps, ending here
+            return self._values_differ(f"{here}, one of the steps that should compute it,", mine, theirs)
         # its inputs: from other operations than the reference's?
         for source_set in mine.inputs:
             for source in source_set:
@@ -502,7 +518,7 @@ class _Comparison:
         wanted = set(theirs.sources)
         if mapped and not all(m & wanted for m in mapped):
             takes = self._names(self.reference_ops, {next(iter(m)) for m in mapped if m})
-            return (f"{here}, which takes the values of the reference's {takes} where the reference's takes its "
+            return (f"{here} to the values of {takes}, where the reference's {theirs.kind} takes those of "
                     f"{self._names(self.reference_ops, wanted)} (applied to the wrong tensor?)")
         if theirs.kind == "cat" and mine.kind == "cat" and len(mine.inputs) == len(theirs.inputs):
             order = [set(self.partners.get(s, ())) for m in mine.inputs for s in m]
@@ -512,14 +528,21 @@ class _Comparison:
         if _squeeze(mine.output_shape) != _squeeze(theirs.output_shape):
             return (f"{here}, with output shape {mine.output_shape} against the reference's {theirs.output_shape} "
                     f"(input {self.input_shape}; {_shape_hint(theirs.kind)})")
-        difference = relative_difference(mine.output.reshape(theirs.output.shape)
-                                         if mine.output.numel() == theirs.output.numel() else mine.output,
-                                         theirs.output) if mine.output.numel() == theirs.output.numel() else math.inf
+        return self._values_differ(f"{here}, fed by operations that match the reference's,", mine, theirs)
+
+    @staticmethod
+    def _values_differ(here, mine, theirs):
+        if mine.output.numel() != theirs.output.numel():
+            return (f"{here} but its output has shape {mine.output_shape} against the reference's "
+                    f"{theirs.output_shape}")
+        if _squeeze(mine.output.shape) == _squeeze(theirs.output.shape):
+            difference = relative_difference(mine.output.reshape(theirs.output.shape), theirs.output)
+        else:
+            difference = relative_difference(mine.output.flatten().sort().values, theirs.output.flatten().sort().values)
         scale = float(theirs.output.abs().max())
-        hint = _value_hint(mine, theirs)
-        return (f"{here}, fed by operations that match the reference's, but its output differs from the reference's by up to "
-                f"{difference * scale:.3g}, {difference:.2%} of the reference's largest value {scale:.3g} "
-                f"(tolerance {ATOL:g} of it; {hint})")
+        return (f"{here} but its output differs from the reference's by up to {difference * scale:.3g}, "
+                f"{difference:.2%} of the reference's largest value {scale:.3g} (tolerance {ATOL:g} of it; "
+                f"{_value_hint(mine, theirs)})")
 
     def assert_no_unused(self):
         for op in self.mine:
@@ -611,6 +634,8 @@ def _value_hint(mine, theirs):
         return "different weights or a missing bias: is the layer the reference's, or a parameter used twice?"
     if "norm" in theirs.kind:
         return "another normalisation (eps, axes) or another layer's parameters?"
+    if "attention" in theirs.kind:
+        return "heads split or merged wrongly, softmax over the wrong axis, or a missing 1/sqrt(head size) scale?"
     if theirs.kind == "gelu":
         return "GELU's exact and tanh forms differ: check `approximate`"
     return "check this operation's definition"

@@ -35,13 +35,15 @@ def lenet5_table(num_classes=10):
     tanh after C1, C3, C5 and F6; average pooling (S2, S4) without trainable coefficients; C5 may be a
     ``Linear(400, 120)`` after a flatten or a ``Conv2d(16, 120, 5)`` on the 16x5x5 maps.
     """
+    conv = (("kernel_size", 5), ("stride", 1), ("padding", 0))  # 5x5 kernels, no padding ("valid")
+    subsampling = (("kernel_size", 2), ("stride", 2), ("padding", 0))  # non-overlapping 2x2 windows
     return [
-        Layer("conv2d", (6, 28, 28), conv_parameters(1, 6, 5)),  # C1: 6 maps 28x28, 5x5 kernels
+        Layer("conv2d", (6, 28, 28), conv_parameters(1, 6, 5), conv),  # C1: 6 maps 28x28, 5x5 kernels
         Layer("tanh", (6, 28, 28)),
-        Layer("avg_pool2d", (6, 14, 14)),  # S2: 2x2 subsampling
-        Layer("conv2d", (16, 10, 10), conv_parameters(6, 16, 5)),  # C3: 16 maps 10x10
+        Layer("avg_pool2d", (6, 14, 14), geometry=subsampling),  # S2: 2x2 subsampling
+        Layer("conv2d", (16, 10, 10), conv_parameters(6, 16, 5), conv),  # C3: 16 maps 10x10
         Layer("tanh", (16, 10, 10)),
-        Layer("avg_pool2d", (16, 5, 5)),  # S4
+        Layer("avg_pool2d", (16, 5, 5), geometry=subsampling),  # S4
         Layer(("linear", "conv2d"), (120,), linear_parameters(16 * 5 * 5, 120)),  # C5: 120 units
         Layer("tanh", (120,)),
         Layer("linear", (84,), linear_parameters(120, 84)),  # F6: 84 units
