@@ -27,6 +27,7 @@ therefore flatter NumPy. Two more rows bound what any pure-NumPy convolution can
 
 The backward rows time the backward alone: the PyTorch graph is built once and
 ``torch.autograd.grad(..., retain_graph=True)`` is timed; the NumPy cache is built once.
+The times come from ``course_utils.timing`` (``time_interleaved``, then ``time_call``).
 Nothing is written unless ``--json PATH`` is given.
 
 On a busy machine (load average above the CPU count) every time grows, NumPy's more than
@@ -40,8 +41,6 @@ import glob
 import json
 import os
 import platform
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -49,6 +48,7 @@ import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 
 from course_utils.numpy_nn.fast_conv import conv2d_backward_fast, conv2d_forward_fast
+from course_utils.timing import time_call, time_interleaved
 
 X_SHAPE = (32, 64, 32, 32)  # (N, C, H, W)
 W_SHAPE = (64, 64, 3, 3)  # (F, C, KH, KW), scaled by 1/sqrt(C*KH*KW)
@@ -118,18 +118,6 @@ def winograd_forward(x, w, b, padding, workspace):
     return out
 
 
-def block_time(function, warmup=20, repeats=20):
-    """Median seconds of ``repeats`` consecutive calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def blas_info():
     """NumPy's BLAS library and its thread count, as far as they can be found out."""
     info = {"numpy": np.__version__, "blas": "unknown", "blas_threads": None}
@@ -163,20 +151,6 @@ def blas_info():
             info["blas_core"] = get_core().decode()
             return info
     return info
-
-
-def interleaved_times(functions, repeats, warmup):
-    """Seconds of every call of each function, run interleaved: one call of each per round."""
-    for _ in range(warmup):
-        for function in functions.values():
-            function()
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, function in functions.items():
-            start = time.perf_counter()
-            function()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def main():
@@ -218,11 +192,11 @@ def main():
         "numpy fast backward": lambda: conv2d_backward_fast(dout, cache),
     }
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    times = interleaved_times(functions, args.repeats, args.warmup)
+    timings = time_interleaved(functions, repeats=args.repeats, warmup=args.warmup)  # one call of each per round
     load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = {name: timing.median for name, timing in timings.items()}
     # the fastest round is the least disturbed by other work on a shared machine
-    bests = {name: min(values) for name, values in times.items()}
+    bests = {name: timing.best for name, timing in timings.items()}
     reference = {name: "torch forward" if "forward" in name else "torch backward" for name in functions}
     ratios = {name: medians[name] / medians[reference[name]] for name in functions}
     best_ratios = {name: bests[name] / bests[reference[name]] for name in functions}
@@ -268,7 +242,8 @@ def main():
     workspace = {}
     block_functions["numpy Winograd F(4x4,3x3) forward (experiment)"] = lambda: winograd_forward(
         x, w, b, PADDING, workspace)
-    block_medians = {name: block_time(function) for name, function in block_functions.items()}
+    block_medians = {name: time_call(function, repeats=20, warmup=20).median  # consecutive calls, warm
+                     for name, function in block_functions.items()}
     print()
     print("each implementation in a block of its own, after 20 warm-up calls (median of 20):")
     print(f"| {'implementation':<56} | {'median ms':>9} | {'vs torch':>8} |")

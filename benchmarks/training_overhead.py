@@ -7,14 +7,13 @@ optimizer, batches and seed; they are run interleaved, and the median epoch time
 each is compared. fit's progress bar is on, as learners see it.
 """
 import argparse
-import statistics
-import time
 
 import torch
 from torch import nn
 
 from course_utils.data import mnist_5k_loaders
 from course_utils.device import get_device, seed_everything
+from course_utils.timing import Timing, time_call
 from course_utils.training import fit
 
 
@@ -30,17 +29,18 @@ def bare_loop(model, loader, epochs, device):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     model.to(device).train()
-    start = time.perf_counter()
-    for _ in range(epochs):
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / epochs
+
+    def train():
+        for _ in range(epochs):
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+
+    # one run: a second would continue training the same model; the rounds in main() repeat it
+    return time_call(train, repeats=1, warmup=0, device=device).best / epochs
 
 
 def with_fit(model, loader, epochs, device):
@@ -65,7 +65,7 @@ def main():
         if repeat:
             bare.append(b)
             course.append(c)
-    b, c = statistics.median(bare), statistics.median(course)
+    b, c = Timing(bare).median, Timing(course).median
     print(f"device {device}, torch threads {torch.get_num_threads()}, {args.repeats} repeats x {args.epochs} epochs")
     print(f"bare loop: {b * 1000:8.1f} ms/epoch (median)")
     print(f"fit      : {c * 1000:8.1f} ms/epoch (median)")

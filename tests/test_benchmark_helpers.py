@@ -1,4 +1,4 @@
-"""The reference implementations inside ``benchmarks/numpy_conv.py`` compute the right thing (no timings here)."""
+"""The helpers inside ``benchmarks/`` compute the right thing and run (no timing is checked here)."""
 import importlib.util
 from pathlib import Path
 
@@ -7,15 +7,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "numpy_conv.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines functions only; main() runs under __main__
+    return module
 
 
 @pytest.fixture(scope="module")
 def numpy_conv():
-    spec = importlib.util.spec_from_file_location("numpy_conv_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # defines functions only; main() runs under __main__
-    return module
+    return load_benchmark("numpy_conv")
 
 
 def _case(shape, filters, seed):
@@ -44,3 +48,12 @@ def test_im2col_tensordot_forward_matches_torch(numpy_conv, padding):
     x, w, b = _case((2, 3, 6, 7), 4, seed=3)
     expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=padding).numpy()
     np.testing.assert_allclose(numpy_conv.im2col_tensordot_forward(x, w, b, padding), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_training_overhead_loops_run_and_report_seconds_per_epoch():
+    training_overhead = load_benchmark("training_overhead")
+    x = torch.randn(16, 1, 28, 28)  # (N, C, H, W), MNIST-sized
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.randint(0, 10, (16,))), batch_size=8)
+    for run in (training_overhead.bare_loop, training_overhead.with_fit):
+        seconds = run(training_overhead.small_cnn(), loader, 2, torch.device("cpu"))
+        assert isinstance(seconds, float) and seconds > 0, run.__name__
