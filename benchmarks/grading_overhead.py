@@ -33,7 +33,7 @@ import nbformat
 
 REPO_DIR = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))
-from course_utils import release  # noqa: E402
+from course_utils.grading import release  # noqa: E402
 
 CHECKS = '''"""Checks of the benchmark's synthetic chapter."""
 import numpy as np
@@ -141,7 +141,7 @@ def main():
         plain_s, _ = run([sys.executable, "-m", "pytest", "-c", str(work / "pytest.ini"), "-p", "no:cacheprovider",
                           *parallel, "--nbval-lax", "--nbval-current-env", "-q"] + [str(p) for p in notebooks],
                          env, work)
-        grade_s, output = run([sys.executable, "-m", "course_utils.grade", str(class_dir), "--assignment", name,
+        grade_s, output = run([sys.executable, "-m", "course_utils.grading.grade", str(class_dir), "--assignment", name,
                                "--solutions", str(solution_path.parent), "--jobs", str(args.jobs),
                                "--out", str(work / "grades.csv"), "--feedback", str(work / "feedback")], env, work)
         rows = (work / "grades.csv").read_text(encoding="utf-8").splitlines()

@@ -15,8 +15,11 @@ import sys
 import nbformat
 import pytest
 
-from course_utils import grade, release
-from course_utils.grade_kernel import landlock_abi
+from course_utils.grading import grade, release
+from course_utils.grading.assignment import find_submissions, load_assignment
+from course_utils.grading.gradebook import feedback_markdown
+from course_utils.grading.rebuild import rebuild
+from course_utils.grading.sandbox import landlock_abi
 
 v4 = nbformat.v4
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
@@ -356,9 +359,9 @@ def test_rebuild_keeps_learner_cells_and_takes_checks_from_the_solution(tmp_path
     nbformat.write(solution, tmp_path / "tiny.ipynb")
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(TESTS_DIR))
-        assignment = grade.load_assignment(tmp_path, "tiny")
+        assignment = load_assignment(tmp_path, "tiny")
     submission = with_cell_after(learner_copy(solution), "def add(", "extra = 1")
-    notebook, cells, notes = grade.rebuild(submission, assignment)
+    notebook, cells, notes = rebuild(submission, assignment)
     kinds = [(kind, rest[0].check_id if kind == "check" else rest[0]) for kind, *rest in cells]
     assert [k for k in kinds if k[0] == "check"] == [("check", i) for i in POINTS]
     assert "extra = 1" in [c.source for c in notebook.cells]
@@ -371,14 +374,14 @@ def test_rebuild_places_a_deleted_check_by_the_released_text_when_cell_ids_are_g
     nbformat.write(solution, tmp_path / "tiny.ipynb")
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(TESTS_DIR))
-        assignment = grade.load_assignment(tmp_path, "tiny")
+        assignment = load_assignment(tmp_path, "tiny")
     exercise = release.make_exercise(solution, "tiny.ipynb")
     exercise.cells.pop(index_of(exercise, "check_add"))
     exercise.cells.insert(index_of(exercise, "def add("), v4.new_code_cell("x = 1"))
     exercise.cells[0].metadata["course"] = "not a dict"  # learners' metadata can be anything
     for cell in exercise.cells:
         cell.pop("id", None)
-    notebook, cells, notes = grade.rebuild(exercise, assignment)
+    notebook, cells, notes = rebuild(exercise, assignment)
     sources = [c.source for c in notebook.cells]
     assert sources.index("x = 1") < index_of(notebook, "'t-add'") == index_of(notebook, "def add(") + 1
     assert notes == ["check `t-add` was deleted; it was restored from the released assignment"]
@@ -389,12 +392,13 @@ def test_submissions_are_found_in_folders_and_as_flat_files(tmp_path):
     (tmp_path / "ann" / "tiny.ipynb").write_text("{}")
     (tmp_path / "ben.ipynb").write_text("{}")
     (tmp_path / "cat").mkdir()
-    assert grade.find_submissions(tmp_path, "tiny") == [
+    assert find_submissions(tmp_path, "tiny") == [
         ("ann", tmp_path / "ann" / "tiny.ipynb"), ("ben", tmp_path / "ben.ipynb"), ("cat", None)]
 
 
 def test_command_line_help_and_module_entry_point():
-    result = subprocess.run([sys.executable, "-m", "course_utils.grade", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "course_utils.grading.grade", "--help"],
+                            capture_output=True, text=True)
     assert result.returncode == 0 and "--assignment" in result.stdout and "--jobs" in result.stdout
 
 
@@ -415,6 +419,6 @@ def test_course_exercises_score_zero_and_solutions_full(solution_path, tmp_path)
         nbformat.write(notebook, submissions / learner / solution_path.name)
     options = grade.Options(cell_timeout=600, submission_timeout=1800, jobs=2)
     results = {r.learner: r for r in grade.grade_class(submissions, solution_path.stem, solution_path.parent, options)}
-    assert results["solution"].total == results["solution"].max_points, grade.feedback_markdown(
-        results["solution"], grade.load_assignment(solution_path.parent, solution_path.stem), options)
+    assert results["solution"].total == results["solution"].max_points, feedback_markdown(
+        results["solution"], load_assignment(solution_path.parent, solution_path.stem), options)
     assert all(check.points == 0 for check in results["exercise"].checks)

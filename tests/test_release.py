@@ -1,9 +1,13 @@
 """The release command: solutions/ -> exercises/, and its --check mode."""
+import subprocess
+import sys
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from course_utils import release
+from course_utils.grading import release
+from course_utils.grading.constants import EXERCISES_DIR, SOLUTIONS_DIR
 
 
 def solution_notebook():
@@ -101,5 +105,11 @@ def test_main_exit_codes(tmp_path, capsys):
     assert "no solution notebook named" in capsys.readouterr().err
 
 
+def test_command_line_help_and_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "course_utils.grading.release", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "--check" in result.stdout, result.stderr
+
+
 def test_repository_exercises_are_up_to_date():
-    assert release.release(release.REPO_DIR / "solutions", release.REPO_DIR / "exercises", check=True) == []
+    assert release.release(SOLUTIONS_DIR, EXERCISES_DIR, check=True) == []

@@ -1,16 +1,18 @@
 """Kernel side of ``course-grade``: runs in the learner's kernel before any of the learner's code.
 
-``course_utils.grade`` does not import this module in the kernel. It reads this file's
-source once, before grading starts, and writes it into an IPython start-up file of each
-submission's private IPython directory, so a learner who edits the file on disk changes
-nothing. ``boot()`` then, before the first cell of the notebook runs:
+The grader (``execute.py``) does not import this module in the kernel. It reads this file's
+source and that of ``sandbox.py`` once, before grading starts (``assignment.py``), writes this
+one into an IPython start-up file of each submission's private IPython directory and the other
+into the parameters file, so a learner who edits the files on disk changes nothing.
+``boot(params_path)`` then, before the first cell of the notebook runs:
 
-* reads its parameters (a secret key, limits, the check packages' sources) from a file
-  it deletes at once, and applies the per-submission limits (``RLIMIT_AS`` memory, CPU
-  seconds, size of a written file) and, where the Linux kernel offers it, a Landlock
-  file-system sandbox: the learner's code reads only the Python installation, the course
-  package and its data, and writes only its private working folder, so it can neither
-  open other learners' submissions and the solutions nor write into the gradebook;
+* reads its parameters (a secret key, the token's MIME type, limits, the sources of the
+  sandbox and of the check packages) from a file it deletes at once, and applies the
+  per-submission limits of ``sandbox.py`` (``RLIMIT_AS`` memory, CPU seconds, size of a
+  written file, output) and, where the Linux kernel offers it, a Landlock file-system
+  sandbox: the learner's code reads only the Python installation, the course package and
+  its data, and writes only its private working folder, so it can neither open other
+  learners' submissions and the solutions nor write into the gradebook;
 * imports the modules the checks rely on (numpy, torch, ...) and takes a snapshot of the
   attributes of those modules, of the classes they define and of ``builtins``;
 * installs ``__course_grader__`` in ``builtins``; every check cell of the notebook that
@@ -22,12 +24,13 @@ sources kept in memory into modules that are never entered in ``sys.modules`` (s
 patched ``course_utils.checks`` is not the one used), runs the check cell's code in a
 private namespace that holds the learner's names, restores the snapshot again after each
 call of a learner's function, and only when the check returned publishes an HMAC of the
-check id under a private MIME type. The grader counts a check as passed only when that
-token is in the cell's output and the cell raised nothing; a learner cannot print it
-without the key, which exists only inside this module's closures.
+check id under the grader's private MIME type. The grader counts a check as passed only
+when that token is in the cell's output and the cell raised nothing; a learner cannot
+print it without the key, which exists only inside this module's closures.
+
+Standard library only: nothing of ``course_utils`` is imported in the kernel before the checks.
 """
 import builtins
-import ctypes
 import functools
 import hashlib
 import hmac
@@ -35,12 +38,10 @@ import importlib.machinery
 import importlib.util
 import json
 import os
-import resource
 import sys
 import types
 import warnings
 
-TOKEN_MIME = "application/x-course-grader-token"
 _MISSING = object()
 # Modules (and their sub-modules) whose attributes are restored before every check.
 GUARDED = ("builtins", "numpy", "torch", "torchvision", "scipy", "math", "operator", "functools",
@@ -167,90 +168,17 @@ class _SourceLoader:
         exec(self.code[name], module.__dict__)
 
 
-def landlock_abi():
-    """The Landlock ABI version this Linux kernel offers (0 when it has none)."""
-    try:
-        syscall = ctypes.CDLL(None, use_errno=True).syscall
-        syscall.restype = ctypes.c_long
-        return max(0, int(syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))))  # create_ruleset(VERSION)
-    except Exception:
-        return 0
+def _module_from_source(name, filename, source):
+    """A module run from ``source`` (kept in memory) with its own copy of the boot-time builtins, like this one."""
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    module.__builtins__ = dict(builtins.__dict__)  # a learner's later patch of ``builtins`` does not reach it
+    exec(compile(source, filename, "exec", dont_inherit=True, optimize=0), module.__dict__)
+    return module
 
 
-def _landlock(read_paths, write_paths):
-    """Allow reading only ``read_paths`` and writing only ``write_paths``; return a note."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syscall = libc.syscall
-        syscall.restype = ctypes.c_long
-        abi = landlock_abi()
-        if abi < 1:
-            return "no Landlock in this Linux kernel: file access is not sandboxed"
-        handled = (1 << 13) - 1  # ABI 1: execute, write, read file/dir, remove, make ...
-        if abi >= 2:
-            handled |= 1 << 13  # refer
-        if abi >= 3:
-            handled |= 1 << 14  # truncate
-        read_access = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
-        attr = ctypes.c_uint64(handled)
-        ruleset = syscall(444, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
-        if ruleset < 0:
-            return f"Landlock ruleset failed (errno {ctypes.get_errno()})"
-
-        class PathBeneath(ctypes.Structure):
-            _pack_ = 1
-            _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-        for paths, access in ((read_paths, read_access), (write_paths, handled)):
-            for path in paths:
-                try:
-                    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-                except OSError:
-                    continue
-                allowed = access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14))
-                rule = PathBeneath(allowed & handled, fd)
-                syscall(445, ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0))
-                os.close(fd)
-        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS, required by landlock_restrict_self
-        if syscall(446, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
-            return f"Landlock restrict_self failed (errno {ctypes.get_errno()})"
-        os.close(ruleset)
-        return f"Landlock ABI {abi}"
-    except Exception as error:  # a sandbox we cannot install must not stop grading
-        return f"Landlock unavailable: {error!r}"
-
-
-class _CappedStream:
-    """Forward writes to ``stream`` until ``limit`` characters, then drop them (once noted)."""
-
-    def __init__(self, stream, budget):
-        self._stream, self._budget = stream, budget
-
-    def write(self, text):
-        if self._budget[0] <= 0:
-            return len(text)
-        self._budget[0] -= len(text)
-        if self._budget[0] <= 0:
-            self._stream.write(text[: len(text) + self._budget[0]])
-            self._stream.write("\n[course-grade: output limit reached, the rest of the output is dropped]\n")
-            return len(text)
-        return self._stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
-def _limit(kind, value):
-    if value:
-        try:
-            resource.setrlimit(kind, (int(value), int(value)))
-        except (ValueError, OSError):
-            pass
-
-
-def boot():
+def boot(params_path):
     """Set up the grader inside the kernel; called by the start-up file before any learner code."""
-    params_path = os.environ.pop("COURSE_GRADER_PARAMS")
     with open(params_path, encoding="utf-8") as file:
         params = json.load(file)
     for path in (params_path, params["startup_file"]):
@@ -259,12 +187,13 @@ def boot():
         except OSError:
             pass
     key = params.pop("key").encode()
+    token_mime = params["token_mime"]
+    sandbox = _module_from_source("course_grader_sandbox", "<course-grader sandbox>", params.pop("sandbox_source"))
     sources = {name: tuple(entry) for name, entry in params["sources"].items()}
     fresh_tops = {name.partition(".")[0] for name in sources}
 
-    _limit(resource.RLIMIT_AS, params.get("memory_bytes"))
-    _limit(resource.RLIMIT_CPU, params.get("cpu_seconds"))
-    _limit(resource.RLIMIT_FSIZE, params.get("file_bytes"))
+    sandbox.set_limits(memory_bytes=params.get("memory_bytes"), cpu_seconds=params.get("cpu_seconds"),
+                       file_bytes=params.get("file_bytes"))
 
     for name in params.get("preload", []):
         try:
@@ -317,10 +246,10 @@ def boot():
             pass
     del warm_cache
 
-    sandbox = _landlock(params.get("read_paths", []), params.get("write_paths", []))
+    sandbox_note = sandbox.restrict_files(params.get("read_paths", []), params.get("write_paths", []))
     budget = [int(params.get("output_chars", 0)) or 10**12]
-    sys.stdout = _CappedStream(sys.stdout, budget)
-    sys.stderr = _CappedStream(sys.stderr, budget)
+    sys.stdout = sandbox.CappedStream(sys.stdout, budget)
+    sys.stderr = sandbox.CappedStream(sys.stderr, budget)
 
     restore_holder = []
 
@@ -356,9 +285,9 @@ def boot():
         finally:
             snapshot.restore()
         token = hmac.new(key, check_id.encode(), hashlib.sha256).hexdigest()
-        display_pub.publish(data={TOKEN_MIME: token, "text/plain": ""}, metadata={})
+        display_pub.publish(data={token_mime: token, "text/plain": ""}, metadata={})
 
-    grader = types.SimpleNamespace(run_check=run_check, sandbox=sandbox)
+    grader = types.SimpleNamespace(run_check=run_check, sandbox=sandbox_note)
     builtins.__course_grader__ = grader
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # deprecated module attributes warn when looked at

@@ -2,8 +2,9 @@
 
 Usage::
 
-    python -m course_utils.release            # regenerate every exercise notebook
-    python -m course_utils.release --check    # exit 1 when exercises/ is out of date
+    python -m course_utils.grading.release            # regenerate every exercise notebook
+    python -m course_utils.grading.release --check    # exit 1 when exercises/ is out of date
+    course-release [--check]                          # the same, as installed by the package
 
 What the release does to each solution notebook:
 
@@ -12,7 +13,7 @@ What the release does to each solution notebook:
   indentation, so a function keeps its signature and docstring;
 * in Markdown cells, such a region becomes ``*Your answer here.*``;
 * check cells marked hidden (``metadata.course.hidden: true``) are left out; the
-  grader puts them back (see ``course_utils.grade``);
+  grader puts them back (see ``course_utils.grading.rebuild``);
 * outputs and execution counts are cleared.
 
 Check cells carry ``metadata.course = {"check_id": ..., "points": ...}``; the release
@@ -27,7 +28,8 @@ import sys
 
 import nbformat
 
-REPO_DIR = pathlib.Path(__file__).resolve().parents[1]
+from course_utils.grading.constants import EXERCISES_DIR, SOLUTIONS_DIR
+
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 CODE_STUB = 'raise NotImplementedError("exercise: replace this line with your code")'
@@ -151,11 +153,12 @@ def release(solutions_dir, exercises_dir, check=False, names=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m course_utils.release", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m course_utils.grading.release",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook names to release (default: all)")
     parser.add_argument("--check", action="store_true", help="fail when exercises/ is out of date, write nothing")
-    parser.add_argument("--solutions", default=REPO_DIR / "solutions", type=pathlib.Path)
-    parser.add_argument("--exercises", default=REPO_DIR / "exercises", type=pathlib.Path)
+    parser.add_argument("--solutions", default=SOLUTIONS_DIR, type=pathlib.Path)
+    parser.add_argument("--exercises", default=EXERCISES_DIR, type=pathlib.Path)
     args = parser.parse_args(argv)
     try:
         problems = release(args.solutions, args.exercises, check=args.check, names=args.names)
@@ -163,7 +166,7 @@ def main(argv=None):
         print(f"release: {error}", file=sys.stderr)
         return 2
     if problems:
-        print("exercises/ is out of date; run `python -m course_utils.release`:", file=sys.stderr)
+        print("exercises/ is out of date; run `python -m course_utils.grading.release`:", file=sys.stderr)
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1

@@ -1,12 +1,13 @@
-"""pytest plugin loaded by ``course-grade`` next to nbval (``-p course_utils.grade_plugin``).
+"""pytest plugin loaded by ``course-grade`` next to nbval (``-p course_utils.grading.plugin``).
 
-It runs in the pytest process, which executes no learner code, and:
+It runs in the pytest process of one submission (started by ``execute.py``), which executes no
+learner code, and:
 
 * writes one JSON line per executed notebook cell (index of the cell in the graded
   notebook, passed or not, the error's name and message, the grader tokens found in the
   cell's output, a short excerpt of the output) to a pipe that only this process holds
-  (file descriptor ``COURSE_GRADER_REPORT_FD``), so a learner's kernel can neither read nor
-  forge the report by printing;
+  (the file descriptor in the environment variable ``constants.REPORT_FD_ENV``), so a learner's
+  kernel can neither read nor forge the report by printing;
 * notices at once when the kernel process dies (``os._exit``, a segfault, the memory or CPU
   limit) instead of waiting for the cell time-out, and names the exit status or signal;
 * becomes the child subreaper of the processes it starts and, at the end, kills every
@@ -20,7 +21,9 @@ from queue import Empty
 
 import pytest
 
-TOKEN_MIME = "application/x-course-grader-token"
+from course_utils.grading.constants import REPORT_FD_ENV, TOKEN_MIME
+from course_utils.grading.processes import become_subreaper, kill_leftovers
+
 EXCERPT_CHARS = 2000
 _report = None
 
@@ -68,50 +71,13 @@ def _patch_nbval():
     RunningKernel.await_reply = await_reply
 
 
-def child_pids():
-    found = []
-    for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        try:
-            with open(f"/proc/{os.getpid()}/task/{task}/children") as file:
-                found += [int(pid) for pid in file.read().split()]
-        except OSError:
-            pass
-    return found
-
-
-def kill_leftovers(spare=()):
-    """Kill (and reap) every child still running except the pids in ``spare``; return how many there were."""
-    killed = 0
-    for _ in range(50):
-        children = [pid for pid in child_pids() if pid not in spare]
-        if not children:
-            break
-        for pid in children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-        for pid in children:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-    return killed
-
-
 def pytest_configure(config):
     global _report
-    fd = os.environ.get("COURSE_GRADER_REPORT_FD")
+    fd = os.environ.get(REPORT_FD_ENV)
     if fd is None:
         return
     _report = os.fdopen(int(fd), "w", encoding="utf-8", buffering=1)
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except Exception:
-        pass
+    become_subreaper()
     _patch_nbval()
     try:  # a busy machine delays heartbeats; one missed second must not count as a dead kernel
         from jupyter_client.channels import HBChannel
