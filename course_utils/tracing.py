@@ -220,8 +220,9 @@ class _Tracer(TorchFunctionMode):
         known = [(position, tensor, self.of(tensor)) for position, tensor in arguments]
         depends = any(p.depends_on_input for _, _, p in known)
         out = first_tensor(result)
-        identity_dropout = ("dropout" in kind and float(_arguments(kind, args, kwargs).get("p", 0.5)) == 0.0)
-        if kind in LAYOUT_FUNCTIONS or not depends or not out.is_floating_point() or identity_dropout:
+        identity = (("dropout" in kind and float(_arguments(kind, args, kwargs).get("p", 0.5)) == 0.0)
+                    or (kind in ("cat", "stack") and len(arguments) == 1))  # p=0, or one tensor concatenated: a copy
+        if kind in LAYOUT_FUNCTIONS or not depends or not out.is_floating_point() or identity:
             provenance = _Provenance(frozenset().union(*(p.sources for _, _, p in known)),
                                      frozenset().union(*(p.parameters for _, _, p in known)) if not depends
                                      else frozenset(), depends)

@@ -203,7 +203,7 @@ def test_inception_check_fails_on_a_5x5_convolution():
 
 
 def test_inception_check_fails_without_batch_norm():
-    with pytest.raises(AssertionError, match=r"(?s)Inception\(192.*the reference's parameter branch1\.bn\.bias .*has no "
+    with pytest.raises(AssertionError, match=r"(?s)Inception\(192.*the reference's parameter branch1\.bn\.(weight|bias) .*has no "
                                              r"counterpart"):
         checks.check_inception(lambda *c: Inception(*c, batch_norm=False))
 
@@ -229,7 +229,7 @@ def test_googlenet_check_fails_without_the_max_pool_between_stages():
 
 
 def test_googlenet_check_fails_without_batch_norm_in_the_conv():
-    with pytest.raises(AssertionError, match=r"(?s)GoogLeNet.*the reference's parameter \S+\.bn\.bias .*has no counterpart"):
+    with pytest.raises(AssertionError, match=r"(?s)GoogLeNet.*the reference's parameter \S+\.bn\.(weight|bias) .*has no counterpart"):
         checks.check_googlenet(lambda n: GoogLeNet(n, batch_norm=False))
 
 

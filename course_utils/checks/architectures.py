@@ -304,8 +304,29 @@ def _signature(op, tensors):
     return tuple((_squeeze(tensors[name][0].shape), tensors[name][1]) for name, _ in op.parameters)
 
 
+def _anchors(operations, paired):
+    """For every operation, the nearest operations upstream in ``paired`` (or ``INPUT``), through any others."""
+    anchors = {}
+    for op in operations:
+        found = set()
+        for source in op.sources:
+            if source == INPUT or source in paired:
+                found.add(source)
+            else:
+                found |= anchors[source]
+        anchors[op.index] = frozenset(found)
+    return anchors
+
+
 def _pair_through_operations(learner_ops, reference_ops, learner_tensors, reference_tensors):
-    """``{learner name: reference name}`` for the tensors of operations paired through the forward pass."""
+    """``{learner name: reference name}``: each parameterised operation of the reference paired with the learner's.
+
+    A reference operation pairs with the first learner's operation that uses tensors of the same shapes and is fed
+    by the learner's counterparts of the operations feeding it, so that neither registration order nor the order
+    of independent branches matters. Then the tensors of operations written differently (a layer norm written out
+    as a multiplication and an addition) pair in the order of their first use, between the same paired
+    operations upstream.
+    """
     learner_nearest = _nearest_parameterised(learner_ops)
     reference_nearest = _nearest_parameterised(reference_ops)
     learner_candidates = [op for op in learner_ops if op.parameters]
@@ -315,7 +336,6 @@ def _pair_through_operations(learner_ops, reference_ops, learner_tensors, refere
         signature = _signature(theirs, reference_tensors)
         wanted = {operation_map.get(source) for source in reference_nearest[theirs.index]}
         known = None not in wanted
-        mapped_learner = set(operation_map.values())
         choice = None
         for mine in learner_candidates:
             if mine.index in paired_learner_ops or _signature(mine, learner_tensors) != signature:
@@ -324,7 +344,7 @@ def _pair_through_operations(learner_ops, reference_ops, learner_tensors, refere
             if known and upstream == wanted:
                 choice = mine
                 break
-            if not known and not any(u in mapped_learner and u not in wanted for u in upstream):
+            if not known and (wanted - {None}) <= upstream:  # what is known upstream agrees
                 choice = mine
                 break
         if choice is None:
@@ -336,7 +356,53 @@ def _pair_through_operations(learner_ops, reference_ops, learner_tensors, refere
             if mine_name not in names and their_name not in taken:
                 names[mine_name] = their_name
                 taken.add(their_name)
-    return names
+
+    # tensors of operations written differently (a layer norm written out as a multiplication and an addition):
+    # within each stretch between the same paired operations upstream, in order of first use, when the stretch
+    # holds tensors of the same shapes on both sides (else something is missing there, and is named later)
+    learner_anchors = _anchors(learner_ops, paired_learner_ops)
+    reference_anchors = _anchors(reference_ops, set(operation_map) - {INPUT})
+    learner_first, reference_first = _first_uses(learner_ops), _first_uses(reference_ops)
+    taken = set(names.values())
+    stretches = defaultdict(lambda: ([], []))  # learner's anchors -> (reference names, learner names)
+    for their_name in sorted((n for n in reference_first if n not in taken), key=reference_first.get):
+        anchors = frozenset(operation_map[a] for a in reference_anchors[reference_first[their_name]])
+        stretches[anchors][0].append(their_name)
+    for mine_name in sorted((n for n in learner_first if n not in names), key=learner_first.get):
+        stretches[learner_anchors[learner_first[mine_name]]][1].append(mine_name)
+
+    def shape(tensors, name):
+        return _squeeze(tensors[name][0].shape), tensors[name][1]
+
+    roles = {}  # tensor name -> (operation kind, argument position) of its first use
+    for ops in (learner_ops, reference_ops):
+        for op in ops:
+            for name, position in op.parameters:
+                roles.setdefault((ops is reference_ops, name), (op.kind, position))
+    suspects = []  # (reference name, learner name or None) in unbalanced stretches, most telling first
+    for their_names, mine_names in stretches.values():
+        if Counter(shape(reference_tensors, n) for n in their_names) != Counter(
+                shape(learner_tensors, n) for n in mine_names):
+            left = list(mine_names)
+            wrong_shape, lacking = [], []
+            for their_name in their_names:  # the learner's tensor in the same role, in order of use
+                mine_name = next((n for n in left if roles[(False, n)] == roles[(True, their_name)]), None)
+                if mine_name is None:
+                    lacking.append((their_name, None))
+                    continue
+                left.remove(mine_name)
+                if shape(learner_tensors, mine_name) != shape(reference_tensors, their_name):
+                    wrong_shape.append((their_name, mine_name))
+            composite = [item for item in lacking if "norm" in roles[(True, item[0])][0]]
+            lacking.sort(key=lambda item: reference_tensors[item[0]][1])  # parameters before buffers
+            composite.sort(key=lambda item: reference_tensors[item[0]][1])
+            suspects += wrong_shape + [item for item in lacking if item not in composite] + composite
+            continue
+        for their_name in their_names:
+            mine_name = next(n for n in mine_names if n not in names
+                             and shape(learner_tensors, n) == shape(reference_tensors, their_name))
+            names[mine_name] = their_name
+    return names, suspects
 
 
 def _pair_tensors(learner, reference, learner_ops, reference_ops, case, complete=True):
@@ -352,33 +418,37 @@ def _pair_tensors(learner, reference, learner_ops, reference_ops, case, complete
                     f"{_describe(theirs)}")
         names, how = {name: name for name in mine}, "by name"
     else:
-        names = _pair_through_operations(learner_ops, reference_ops, mine, theirs)
+        names, suspects = _pair_through_operations(learner_ops, reference_ops, mine, theirs)
+        counts = Counter((_squeeze(t.shape), b) for t, b in mine.values())
+        balanced = counts == Counter((_squeeze(t.shape), b) for t, b in theirs.values())
         learner_uses, reference_uses = _first_uses(learner_ops), _first_uses(reference_ops)
         order = len(learner_ops) + len(reference_ops)
 
         def in_use_order(tensors, uses):  # first used first, then never used in registration order
             return sorted(tensors, key=lambda name: uses.get(name, order))
 
+        # what is left: in order of first use when the shapes balance (else the first missing tensor is named),
+        # and tensors no operation uses (a batch norm's num_batches_tracked) in registration order
         taken = set(names.values())
         for their_name in in_use_order(theirs, reference_uses):
-            if their_name in taken:
+            if their_name in taken or (not balanced and their_name in reference_uses):
                 continue
             shape, is_buffer = _squeeze(theirs[their_name][0].shape), theirs[their_name][1]
             for mine_name in in_use_order(mine, learner_uses):
                 if mine_name not in names and _squeeze(mine[mine_name][0].shape) == shape \
-                        and mine[mine_name][1] == is_buffer:
+                        and mine[mine_name][1] == is_buffer and (balanced or mine_name not in learner_uses):
                     names[mine_name] = their_name
                     taken.add(their_name)
                     break
         how = "through the operations that use them"
-        _assert_all_paired(mine, theirs, names, case, complete)
+        _assert_all_paired(mine, theirs, names, case, complete, suspects)
     if complete:  # a pass that crashed has not used everything yet
         _assert_all_used(mine, names, learner_ops, reference_ops, case)
     state = {name: theirs[names[name]][0].reshape(mine[name][0].shape) for name in mine if name in names}
     return state, how
 
 
-def _assert_all_paired(mine, theirs, names, case, complete=True):
+def _assert_all_paired(mine, theirs, names, case, complete=True, suspects=()):
     totals = f"learner's model has {_describe(mine)}, the reference {_describe(theirs)}"
     taken = set(names.values())
     their_left = [name for name in theirs if name not in taken]
@@ -389,6 +459,16 @@ def _assert_all_paired(mine, theirs, names, case, complete=True):
     shape_counts.subtract(Counter((_squeeze(t.shape), b) for t, b in theirs.values()))
     missing = [n for n in their_left if shape_counts[(_squeeze(theirs[n][0].shape), theirs[n][1])] < 0]
     extra = [n for n in mine_left if shape_counts[(_squeeze(mine[n][0].shape), mine[n][1])] > 0]
+    for their_name, mine_name in suspects:
+        if mine_name is not None:
+            raise AssertionError(
+                f"{case}: the learner's {mine_name} of shape {tuple(mine[mine_name][0].shape)} is used where the "
+                f"reference uses its {their_name} of shape {tuple(theirs[their_name][0].shape)} (a wrong number of "
+                f"channels or a wrong kernel size?); {totals}")
+        if their_name in missing:
+            missing = [their_name]
+            break
+    missing.sort(key=lambda n: theirs[n][1])  # parameters before buffers
     if missing:
         name = missing[0]
         what = "buffer" if theirs[name][1] else "parameter"
@@ -463,6 +543,14 @@ class _Comparison:
         same_kind = [index for index in fed if self.kinds[("mine", index)] == kind]
         if same_kind:
             return self.learner_ops[same_kind[0]]
+        # the same operation applied elsewhere (to the wrong tensor): unmatched, of the same kind and shape
+        after = min((index for index in sources if index != INPUT), default=-1)
+        elsewhere = [op.index for op in self.mine if op.index > after and not self.partners.get(op.index)
+                     and self.kinds[("mine", op.index)] == kind and _squeeze(op.output_shape) ==
+                     _squeeze(theirs.output_shape)
+                     and all(source == INPUT or self.partners.get(source) for source in op.sources)]
+        if elsewhere:
+            return self.learner_ops[elsewhere[0]]
         # a composite operation written out in steps: the first unmatched step downstream with its output's size
         pending, seen = [index for index in fed if not self.partners.get(index)], set()
         while pending:
@@ -506,6 +594,9 @@ class _Comparison:
             return (f"{here} where the reference applies {theirs.kind}{_kind_text(their_kind)} (a missing, extra or "
                     f"misplaced operation?)")
         if my_kind != their_kind:  # the reference's composite operation written out in steps, ending here
+            if mine.output.numel() != theirs.output.numel():
+                return (f"{here} with output {mine.output_shape} where the reference applies {theirs.kind} with "
+                        f"output {theirs.output_shape} (a missing {theirs.kind}?)")
             return self._values_differ(f"{here}, one of the steps that should compute it,", mine, theirs)
         # its inputs: from other operations than the reference's?
         for source_set in mine.inputs:
@@ -631,7 +722,9 @@ def _value_hint(mine, theirs):
         return ("the same values in another order: a permutation, such as a channel shuffle with its groups "
                 "swapped, heads split wrongly, a concatenation order, or a reshape of another layout")
     if theirs.kind.startswith("conv") or theirs.kind == "linear":
-        return "different weights or a missing bias: is the layer the reference's, or a parameter used twice?"
+        return ("its inputs come from matching operations, so the difference lies in between or in the layer: a "
+                "reshape, permute or slice that orders the values differently (a channel shuffle with its groups "
+                "swapped?), or other weights (a parameter used twice, a missing bias?)")
     if "norm" in theirs.kind:
         return "another normalisation (eps, axes) or another layer's parameters?"
     if "attention" in theirs.kind:
