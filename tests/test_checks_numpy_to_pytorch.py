@@ -5,7 +5,7 @@ The correct loop below is written out here, independently of the check's own ref
 import pytest
 import torch
 
-from course_utils.checks import training_loop as checks
+from course_utils.checks import numpy_to_pytorch as checks
 
 
 # --------------------------------------------------------------------------- correct implementations
