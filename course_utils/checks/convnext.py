@@ -258,7 +258,7 @@ def check_convnext_block(ConvNeXtBlock):
     """
     cases = [(16, 9, 9, 0.0), (8, 7, 7, 0.1), (96, 8, 8, 0.0), (12, 5, 11, 0.0)]
     for index, (dim, H, W, p) in enumerate(cases):
-        case = f"ConvNeXtBlock({dim}, layer_scale=1e-6, stochastic_depth_prob={p}) on a {H}x{W} input"
+        case = f"ConvNeXtBlock({dim}, layer_scale=1e-6, stochastic_depth_prob={p}) on {H}x{W} inputs"
         block = common.call(ConvNeXtBlock, dim, layer_scale=1e-6, stochastic_depth_prob=p, case=case)
         reference = CNBlock(dim, layer_scale=1e-6, stochastic_depth_prob=p)
         _check_architecture(block, reference, (2, dim, H, W), case, small_input=index == 0)
@@ -285,7 +285,7 @@ def check_convnext_stage(ConvNeXtStage):
     """
     cases = [(8, 16, 2, 10), (96, 192, 3, 8), (12, 24, 1, 9)]
     for index, (in_channels, out_channels, num_blocks, size) in enumerate(cases):
-        case = f"ConvNeXtStage({in_channels}, {out_channels}, {num_blocks}) on a {size}x{size} input"
+        case = f"ConvNeXtStage({in_channels}, {out_channels}, {num_blocks}) on {size}x{size} inputs"
         stage = common.call(ConvNeXtStage, in_channels, out_channels, num_blocks, case=case)
         reference = reference_stage(in_channels, out_channels, num_blocks)
         _check_architecture(stage, reference, (2, in_channels, size, size), case, small_input=index == 0)
@@ -309,7 +309,7 @@ def check_convnext_tiny(ConvNeXtTiny):
     The patchify stem divides 32 by 4 and the three downsampling layers by 2 each, leaving 1x1 maps: every layer
     runs, quickly. Every layer norm's eps is compared with torchvision's too.
     """
-    case = "ConvNeXtTiny() against torchvision.models.convnext_tiny(weights=None) on a 32x32 input"
+    case = "ConvNeXtTiny() against torchvision.models.convnext_tiny(weights=None) on 32x32 inputs"
     model = common.call(ConvNeXtTiny, case=case)
     _check_architecture(model, _convnext_tiny(), (2, 3, 32, 32), case, small_input=False)
     common.passed("ConvNeXt-Tiny", 1)
