@@ -106,8 +106,8 @@ def check_layer_norm_2d(LayerNorm2d):
         weight, bias = _affine_parameters(module, C, case)
         values = (1.0 + 0.5 * torch.randn(C, generator=generator), 0.5 * torch.randn(C, generator=generator))
         with torch.no_grad():
-            weight.copy_(values[0].reshape(weight.shape))
-            bias.copy_(values[1].reshape(bias.shape))
+            weight.copy_(values[0].reshape(weight.shape))  # (C,) -> the learner's shape, e.g. (C, 1, 1)
+            bias.copy_(values[1].reshape(bias.shape))  # (C,) -> the learner's shape
         x = mean + std * torch.randn(shape, generator=generator)  # (N, C, H, W)
         upstream = torch.randn(shape, generator=generator)  # dL/d(output), (N, C, H, W)
 
@@ -139,7 +139,7 @@ def check_layer_norm_2d(LayerNorm2d):
             if received is None:
                 raise AssertionError(f"{case}: no gradient reaches {name} (is it used, and not detached?)")
             gradient_scale = float(reference.abs().max())
-            common.assert_close(received.reshape(reference.shape), reference, case,
+            common.assert_close(received.reshape(reference.shape), reference, case,  # e.g. (C, 1, 1) -> (C,)
                                 what=f"the gradient of the loss with respect to {name}", rtol=1e-3,
                                 atol=1e-4 * gradient_scale)
     common.passed("LayerNorm2d", len(cases))
