@@ -534,3 +534,30 @@ def test_layer_table_passes_on_the_lenet5_table_with_its_geometry(capsys):
 
     check_layer_table(lenet5(), lenet5_table(), (2, 1, 32, 32), name="LeNet-5")
     assert "✓ LeNet-5 (11 layers, 61,706 parameters)" in capsys.readouterr().out
+
+
+class ChannelsFirstLayerNorm(nn.Module):
+    """torchvision's LayerNorm2d written on channels first: the same function, another layout inside."""
+
+    def __init__(self, channels, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):  # (N, C, H, W)
+        mean = x.mean(1, keepdim=True)
+        var = x.var(1, keepdim=True, unbiased=False)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 9, 9), (2, 8, 8, 8)])  # C == H == W: both layouts have one shape
+def test_a_layer_norm_written_on_channels_first_passes_whatever_the_shape(shape):
+    from torchvision.models.convnext import LayerNorm2d
+
+    check_same_architecture(ChannelsFirstLayerNorm(8), LayerNorm2d(8, eps=1e-6), shape)
+
+
+def test_fails_on_a_layer_norm_with_another_eps():
+    with pytest.raises(AssertionError, match=r"layer_norm .* with eps=1e-05, the reference's has eps=1e-06"):
+        check_same_architecture(nn.LayerNorm(16, eps=1e-5), nn.LayerNorm(16, eps=1e-6), (2, 16))
