@@ -122,7 +122,8 @@ def test_dense_layer_check_fails_on_a_bottleneck_of_4k_whatever_bn_size():
 
 
 def test_dense_layer_check_fails_on_convolutions_with_bias():
-    with pytest.raises(AssertionError, match=r"the learner's parameter conv1\.bias of shape \(128,\) has no counterpart"):
+    with pytest.raises(AssertionError, match=r"the learner's parameter conv1\.bias of shape \(128,\) has no "
+                                             r"counterpart"):
         checks.check_dense_layer(lambda i, k, b: DenseLayer(i, k, b, bias=True))
 
 

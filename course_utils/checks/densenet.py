@@ -102,15 +102,12 @@ def check_densenet121(DenseNet):
     On 32x32 inputs: the network ends in a global average pooling, so a small input runs every layer (DenseNet-121's
     blocks at 8x8, 4x4, 2x2 and 1x1), much faster than 224x224.
     """
-    cases = [("DenseNet-121", DENSENET121, 10, torchvision.models.densenet121),
-             ("a small DenseNet-BC", SMALL_DENSENET, 5, torchvision.models.DenseNet)]
-    for title, sizes, num_classes, reference_builder in cases:
+    cases = [("DenseNet-121", DENSENET121, 10, lambda: torchvision.models.densenet121(weights=None, num_classes=10)),
+             ("a small DenseNet-BC", SMALL_DENSENET, 5, lambda: torchvision.models.DenseNet(num_classes=5,
+                                                                                           **SMALL_DENSENET))]
+    for title, sizes, num_classes, build_reference in cases:
         arguments = ", ".join(f"{name}={value}" for name, value in sizes.items())
         case = f"{title}: DenseNet({arguments}, num_classes={num_classes})"
         model = _build(DenseNet, case=case, what="DenseNet", num_classes=num_classes, **sizes)
-        if reference_builder is torchvision.models.densenet121:
-            reference = reference_builder(weights=None, num_classes=num_classes)
-        else:
-            reference = reference_builder(num_classes=num_classes, **sizes)
-        check_same_architecture(model, reference, (2, 3, 32, 32), name=case)
+        check_same_architecture(model, build_reference(), (2, 3, 32, 32), name=case)
     common.passed("DenseNet-121", len(cases))
