@@ -177,7 +177,8 @@ class Bottleneck(nn.Module):
         self.relu_before_add = relu_before_add
         self.downsample = None
         if stride != 1 or in_channels != out_channels:
-            layers = [conv(in_channels, out_channels, 1, stride)] + ([nn.BatchNorm2d(out_channels)] if shortcut_bn else [])
+            layers = [conv(in_channels, out_channels, 1, stride)]
+            layers += [nn.BatchNorm2d(out_channels)] if shortcut_bn else []
             self.downsample = nn.Sequential(*layers)
 
     def forward(self, x):

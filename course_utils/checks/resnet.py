@@ -153,7 +153,8 @@ def check_plain_residual_switch(Block):
     count = 0
     for residual in (True, False):
         for in_channels, out_channels, stride, size in SWITCH_CASES:
-            case = f"Block({in_channels}, {out_channels}, stride={stride}, residual={residual}) on a {size}x{size} input"
+            case = (f"Block({in_channels}, {out_channels}, stride={stride}, residual={residual}) "
+                    f"on a {size}x{size} input")
             block = common.call(Block, in_channels, out_channels, stride, residual=residual, case=case)
             shape = (2, in_channels, size, size)
             if residual:
