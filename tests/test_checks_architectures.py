@@ -10,7 +10,6 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from course_utils.checks import architectures
 from course_utils.checks.architectures import Layer, check_layer_table, check_same_architecture
 
 ALEXNET_INPUT = (2, 3, 64, 64)  # the smallest size torchvision's AlexNet takes is 63x63

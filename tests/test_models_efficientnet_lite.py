@@ -6,7 +6,6 @@ digests, and what any ImageNet classifier should say about the bundled photos of
 espresso and a camera man on a tripod.
 """
 import hashlib
-import pathlib
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """``course_utils.tracing`` records what a forward pass computes, where, from what, and whether it is used."""
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from course_utils.tracing import INPUT, capture_outputs, forward_operations, relative_difference

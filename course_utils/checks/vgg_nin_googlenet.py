@@ -19,7 +19,6 @@ references are torchvision's modules, and for the VGG block a block laid out as 
 activations keep their scale through the whole network (torchvision's GoogLeNet initialisation, std 0.01, would
 shrink them towards zero, where a wrong layer would hardly change the numbers).
 """
-import torch
 import torchvision
 from torch import nn
 from torchvision.models.googlenet import Inception as TorchvisionInception
