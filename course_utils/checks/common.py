@@ -1,5 +1,11 @@
-"""Helpers shared by every chapter's checks: comparing arrays and reporting clearly."""
+"""Helpers shared by every chapter's checks: comparing arrays and reporting clearly.
+
+``call`` is how a check runs the learner's code: directly in the learner's notebook, in the learner's kernel
+under the grader (``course_utils.checks.learner``); a check never calls a learner's object any other way.
+"""
 import numpy as np
+
+from course_utils.checks import learner
 
 
 def as_numpy(value):
@@ -15,11 +21,18 @@ def call(function, *args, case, **kwargs):
     ``NotImplementedError`` (the stub of an unsolved exercise) is reported as
     "not implemented yet"; other exceptions keep their type and message.
     """
-    if not callable(function):
+    if learner.is_learner_object(function):
+        if not function._description.get("callable"):
+            raise AssertionError(f"expected a function, got {function.type_name}")
+    elif not callable(function):
         raise AssertionError(f"expected a function, got {type(function).__name__}")
     name = getattr(function, "__name__", "the function")
+    if not isinstance(name, str):
+        name = "the function"
     try:
-        return function(*args, **kwargs)
+        return learner.call(function, args, kwargs)
+    except learner.KernelFailure:
+        raise
     except NotImplementedError as error:
         raise AssertionError(f"{name} is not implemented yet ({case})") from error
     except AssertionError:

@@ -1,27 +1,46 @@
-"""Step 2 of ``course-grade``: execute one rebuilt notebook under nbval, in isolation, and collect the reports.
+"""Step 2 of ``course-grade``: run one rebuilt notebook, the learner's cells in a sandboxed kernel, the checks here.
 
-Each submission runs in its own ``pytest --nbval-lax`` process (forked from a server that imported
-pytest once, or started with ``python -m pytest`` where there are no fork servers), in a new session
-and a private temporary folder holding only that notebook (``HOME``, ``TMPDIR``, the IPython and
-Jupyter folders point there), with a per-cell and an overall time-out. The kernel's start-up file runs
-``kernel.py``, which applies the limits and the Landlock sandbox of ``sandbox.py`` chosen here: memory,
-CPU seconds, file size, output, and the folders it may read and write. The pytest plugin
-(``plugin.py``) reports each cell through a pipe the kernel does not hold.
+Each submission is run by its own *worker* process of the grader (forked from a server that imported
+jupyter_client, numpy and torch once). The worker
+
+* starts the learner's kernel with ``python -m course_utils.grading.kernel`` (limits and Landlock sandbox
+  applied before ipykernel starts, see ``kernel.py`` and ``sandbox.py``), in a private working folder that is
+  its ``HOME`` and ``TMPDIR``, talking over Unix sockets in that folder;
+* sends the learner's code cells to the kernel one at a time, each with a time-out (an interrupted cell fails;
+  a kernel that cannot be interrupted is stopped and the remaining checks score zero), and notices at once
+  when the kernel dies (``os._exit``, a segfault, the memory or CPU limit);
+* runs every check cell **in the worker itself**, the grader's process: the check's code, its inputs, its
+  references and its comparison never enter the kernel. The learner's names the check cell reads are bound
+  to ``LearnerObject`` handles, and each call of the learner's code is a request to the kernel over a Jupyter
+  comm carrying plain data only (``course_utils.checks.learner``). A check passes when its code raises nothing;
+  what the kernel sends back can change only the learner's own outputs, never the verdict's logic;
+* sends one record per cell to the grader's main process through a pipe the kernel does not hold.
+
+The kernel's output is never written to disk by the grader, so a learner's lone surrogate, closed stdout or
+deleted working folder cannot break the grading (a cell's text that is not valid Unicode is sent with the
+invalid characters replaced, and the feedback says so).
 """
-import json
+import contextlib
+import io
 import os
 import pathlib
 import shutil
+import signal
 import site
-import subprocess
 import sys
 import tempfile
 import threading
+import time
+import uuid
+from queue import Empty
 
-import nbformat
+from course_utils.grading.constants import REPO_DIR
+from course_utils.grading.names import defined_names, used_names
+from course_utils.grading.processes import become_subreaper, kill_leftovers, kill_tree
 
-from course_utils.grading.constants import REPO_DIR, REPORT_FD_ENV, TOKEN_MIME
-from course_utils.grading.processes import kill_tree
+EXCERPT_CHARS = 2000  # output of a cell kept for the feedback
+INTERRUPT_GRACE = 5.0  # seconds a cell has to stop after the interrupt before the kernel is stopped
+START_TIMEOUT = 60.0
 
 
 def _read_paths(assignment, extra):
@@ -31,96 +50,313 @@ def _read_paths(assignment, extra):
              str(REPO_DIR / "course_utils"), os.environ.get("COURSE_DATA_DIR", str(REPO_DIR / "data"))}
     paths |= {os.path.realpath(p) for p in list(paths)}
     paths |= set(site.getsitepackages())
-    for filename, _, is_package in assignment.sources.values():
-        paths.add(os.path.dirname(filename))
+    for module in assignment.entry_modules:
+        top = sys.modules.get(module.partition(".")[0])
+        for folder in getattr(top, "__path__", []) or []:
+            paths.add(os.path.dirname(os.path.realpath(folder)) if module.partition(".")[0] != "course_utils"
+                      else os.path.realpath(folder))
     paths |= {str(pathlib.Path(p).resolve()) for p in extra}
     return sorted(p for p in paths if p and os.path.exists(p))
 
 
-# pytest, nbval and jupyter_client take over a second of CPU to import: a fork server imports them
-# once, and each submission's pytest process is forked from it (on platforms without fork servers,
-# each submission runs ``python -m pytest`` instead).
-PLUGIN = "course_utils.grading.plugin"  # the pytest plugin that reports each cell (plugin.py)
-PRELOAD = ["pytest", "nbval.plugin", "nbval.kernel", "jupyter_client", "nbformat", PLUGIN,
-           __name__]  # this module: the forked processes run its _pytest_child
-_CONTEXT = []
+# --------------------------------------------------------------------------- the kernel's connection
+
+class KernelSession:
+    """Requests of the checks to one learner's kernel, over the ``course-grader`` comm (see ``kernel.py``)."""
+
+    def __init__(self, manager, client):
+        from course_utils.checks.learner import Session
+
+        self.manager, self.client = manager, client
+        self.deadline = None  # monotonic time after which a request is interrupted
+        outer = self
+
+        class _Session(Session):
+            def exchange(self, header, buffers):
+                return outer.exchange(header, buffers)
+
+        self.session = _Session()
+
+    def exchange(self, header, buffers):
+        from course_utils.checks.learner import KernelFailure
+        from course_utils.grading.kernel import COMM_TARGET
+
+        client = self.client
+        message = client.session.msg("comm_open", {"comm_id": uuid.uuid4().hex, "target_name": COMM_TARGET,
+                                                   "data": {"header": header}})
+        message["buffers"] = [bytes(b) for b in buffers]
+        client.shell_channel.send(message)
+        msg_id = message["header"]["msg_id"]
+        reply, interrupted_at = None, None
+        while True:
+            try:
+                incoming = client.get_iopub_msg(timeout=0.2)
+            except Empty:
+                if not self.manager.is_alive():
+                    raise KernelFailure("the kernel died while the check ran its code") from None
+                now = time.monotonic()
+                if self.deadline is not None and now > self.deadline and interrupted_at is None:
+                    self.manager.interrupt_kernel()
+                    interrupted_at = now
+                elif interrupted_at is not None and now > interrupted_at + INTERRUPT_GRACE:
+                    raise KernelFailure("stuck") from None
+                continue
+            if incoming.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if incoming["msg_type"] == "comm_msg" and reply is None:
+                data = incoming.get("content", {}).get("data", {})
+                reply = (data.get("header") if isinstance(data, dict) else None, incoming.get("buffers") or [])
+            elif incoming["msg_type"] == "status" and incoming["content"].get("execution_state") == "idle":
+                break
+        if interrupted_at is not None:
+            raise KernelFailure("timed out")
+        if reply is None:
+            raise KernelFailure("the kernel sent no answer to the check's request (its comm handler was removed?)")
+        return reply
 
 
-def _fork_server():
-    if not _CONTEXT:
-        import multiprocessing
+# --------------------------------------------------------------------------- cells
 
-        context = None
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(PRELOAD)
-        _CONTEXT.append(context)
-    return _CONTEXT[0]
-
-
-def _pytest_child(args, env, cwd, log_path, report_writer):
-    """Body of a forked pytest process: a new session, the submission's environment, pytest's main."""
-    os.setsid()
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.environ[REPORT_FD_ENV] = str(os.dup(report_writer.fileno()))
-    report_writer.close()
-    code = 3
+def _clean_text(source):
+    """``source`` with the characters that cannot be encoded (lone surrogates) replaced; and whether any were."""
     try:
-        import pytest
-
-        code = int(pytest.main(args))
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        source.encode("utf-8")
+        return source, False
+    except UnicodeEncodeError:
+        return source.encode("utf-8", "replace").decode("utf-8"), True
 
 
-def _tail_reader(stream, keep=20_000):
-    buffer = bytearray()
-
-    def read():
-        for chunk in iter(lambda: stream.read(65536), b""):
-            buffer.extend(chunk)
-            if len(buffer) > 2 * keep:
-                del buffer[:-keep]
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread, buffer
+def _text_of(content):
+    if "text" in content:
+        return str(content["text"])
+    data = content.get("data")
+    return str(data.get("text/plain", "")) if isinstance(data, dict) else ""
 
 
-def _report_reader(fd, limit=100_000):
-    records = []
+class _Excerpt:
+    def __init__(self):
+        self.parts, self.size = [], 0
 
-    def read():
-        with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as file:
-            for line in file:
-                if len(records) >= limit:
+    def add(self, text):
+        if self.size < EXCERPT_CHARS:
+            self.parts.append(text[:EXCERPT_CHARS - self.size])
+        self.size += len(text)
+
+    def text(self):
+        joined = "".join(self.parts)
+        return joined + ("\n[...]" if self.size > EXCERPT_CHARS else "")
+
+
+def _exit_description(manager):
+    try:
+        code = manager.provisioner.process.poll()
+    except Exception:
+        code = None
+    if code is None:
+        return "the kernel process ended"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the kernel process was killed by {name}"
+    return f"the kernel process exited with status {code}"
+
+
+def run_cell(manager, client, source, timeout):
+    """Execute one learner cell; ``(record, kernel still usable)``."""
+    record = {"ok": True, "kind": None, "message": None, "excerpt": ""}
+    excerpt = _Excerpt()
+    msg_id = client.execute(source, store_history=True, allow_stdin=False)
+    deadline, interrupted_at, error = time.monotonic() + timeout, None, None
+    while True:
+        try:
+            incoming = client.get_iopub_msg(timeout=0.2)
+        except Empty:
+            if not manager.is_alive():
+                record.update(ok=False, kind="kernel-died", message=_exit_description(manager),
+                              excerpt=excerpt.text())
+                return record, False
+            now = time.monotonic()
+            if interrupted_at is None and now > deadline:
+                manager.interrupt_kernel()
+                interrupted_at = now
+            elif interrupted_at is not None and now > interrupted_at + INTERRUPT_GRACE:
+                record.update(ok=False, kind="timeout", message=f"Timeout after {timeout:g} s (not interruptible)",
+                              excerpt=excerpt.text(), stuck=True)
+                return record, False
+            continue
+        if incoming.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind, content = incoming["msg_type"], incoming.get("content", {})
+        if kind in ("stream", "display_data", "execute_result"):
+            excerpt.add(_text_of(content))
+        elif kind == "error":
+            error = f"{content.get('ename')}: {content.get('evalue')}"
+        elif kind == "status" and content.get("execution_state") == "idle":
+            break
+    record["excerpt"] = excerpt.text()
+    if interrupted_at is not None:
+        record.update(ok=False, kind="timeout", message=f"Timeout after {timeout:g} s")
+    elif error is not None:
+        record.update(ok=False, kind="error", message=error[:EXCERPT_CHARS])
+    return record, True
+
+
+def run_check(kernel, check, timeout):
+    """Run one check cell here, the learner's names bound to handles in ``kernel``; return its record."""
+    from course_utils.checks.learner import KernelFailure
+
+    record = {"ok": False, "kind": "error", "message": None, "excerpt": "", "check": check.check_id}
+    output = io.StringIO()
+    kernel.deadline = time.monotonic() + timeout
+    namespace = {"__name__": "__course_check__", "__builtins__": __builtins__}
+    try:
+        with contextlib.redirect_stdout(output):
+            for name in sorted(used_names(check.source) - defined_names(check.source)):
+                if name in dir(__import__("builtins")):
                     continue
                 try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    records.append(record)
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread, records
+                    namespace[name] = kernel.session.handle(name)
+                except NameError:
+                    pass  # not defined by the learner: the check's code raises NameError where it reads it
+            exec(compile(check.source, f"<check {check.check_id}>", "exec", dont_inherit=True), namespace)
+        record.update(ok=True, kind=None)
+    except KernelFailure as failure:
+        reason = str(failure)
+        if reason in ("timed out", "stuck"):
+            record.update(kind="timeout", message=f"Timeout after {timeout:g} s", stuck=reason == "stuck")
+        elif not kernel.manager.is_alive():
+            record.update(kind="kernel-died", message=_exit_description(kernel.manager))
+        else:
+            record["message"] = f"the kernel did not answer the check: {reason}"
+    except Exception as error:
+        try:
+            message = f"{type(error).__name__}: {error}"
+        except Exception:
+            message = type(error).__name__
+        record["message"] = message[:EXCERPT_CHARS]
+    finally:
+        kernel.deadline = None
+    record["excerpt"] = output.getvalue()[-EXCERPT_CHARS:]
+    return record
 
 
-RUNNING = set()  # process ids of the nbval runs of the submissions being graded now
+# --------------------------------------------------------------------------- one submission, in a worker
+
+def _kernel_spec_manager(argv, env):
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+    class GraderKernelSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            return KernelSpec(argv=argv, env=env, display_name="course-grade kernel", language="python",
+                              interrupt_mode="signal")
+
+    return GraderKernelSpecs()
+
+
+def _start_kernel(root, work, params, env):
+    """Start the sandboxed kernel; ``(manager, client)``; raises ``RuntimeError`` when it does not start."""
+    import json
+
+    from jupyter_client.manager import KernelManager
+
+    params_path = root / "kernel-params.json"
+    params_path.write_text(json.dumps(params), encoding="utf-8")
+    argv = [sys.executable, "-m", "course_utils.grading.kernel", str(params_path), "-f", "{connection_file}"]
+    manager = KernelManager(kernel_name="course-grade", transport="ipc", ip=str(work / ".kernel" / "socket"),
+                            connection_file=str(root / "connection.json"),
+                            kernel_spec_manager=_kernel_spec_manager(argv, {}))
+    (work / ".kernel").mkdir()
+    log = open(root / "kernel.log", "wb")
+    manager.start_kernel(env=env, cwd=str(work), stdout=log, stderr=log, stdin=-3)
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=START_TIMEOUT)
+    except RuntimeError as error:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+        log.close()
+        tail = (root / "kernel.log").read_bytes()[-3000:].decode("utf-8", "replace")
+        raise RuntimeError(f"{error}; the kernel's log ends with:\n{tail}") from None
+    return manager, client
+
+
+def _worker(plan, assignment, options, connection):
+    """Body of a worker process: run the plan (``[(index, kind, source or Check)]``), send one record per cell."""
+    os.setsid()
+    become_subreaper()
+    for module in assignment.entry_modules:  # the check packages, imported here before the kernel exists
+        __import__(module)
+    root = pathlib.Path(tempfile.mkdtemp(prefix="course-grade-"))
+    work = root / "work"
+    manager = client = None
+    try:
+        os.chmod(root, 0o700)
+        work.mkdir()
+        (work / ".matplotlib").mkdir()
+        _copy_matplotlib_font_cache(work / ".matplotlib")
+        threads = max(1, (os.cpu_count() or 1) // max(1, options.jobs))
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("JPY_", "JUPYTER_"))}
+        env.update({"HOME": str(work), "TMPDIR": str(work), "IPYTHONDIR": str(work / ".ipython"),
+                    "MPLCONFIGDIR": str(work / ".matplotlib"), "MPLBACKEND": "Agg",
+                    "JUPYTER_RUNTIME_DIR": str(work / ".jupyter"), "JUPYTER_CONFIG_DIR": str(work / ".jupyter"),
+                    "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                    "PYTHONDONTWRITEBYTECODE": "1"})
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            env.setdefault(name, str(threads))
+        try:
+            import torch
+
+            torch.set_num_threads(threads)
+        except ImportError:  # pragma: no cover
+            pass
+        params = {"memory_bytes": options.memory_mb * 2**20 if options.memory_mb else None,
+                  "cpu_seconds": int(options.submission_timeout * 4) + 60, "file_bytes": 256 * 2**20,
+                  "read_paths": _read_paths(assignment, options.allow_read) + [str(root / "connection.json")],
+                  "write_paths": [str(work), "/dev"], "work_dir": str(work)}
+        try:
+            manager, client = _start_kernel(root, work, params, env)
+        except Exception as error:
+            connection.send({"index": plan[0][0] if plan else 0, "ok": False, "kind": "kernel-start",
+                             "message": f"{type(error).__name__}: {error}"[:EXCERPT_CHARS], "excerpt": ""})
+            return
+        kernel = KernelSession(manager, client)
+        alive = True
+        for index, kind, item in plan:
+            if not alive:
+                connection.send({"index": index, "ok": False, "kind": "kernel-dead", "message": None, "excerpt": "",
+                                 **({"check": item.check_id} if kind == "check" else {})})
+                continue
+            if kind == "check":
+                record = run_check(kernel, item, options.cell_timeout)
+                alive = record["kind"] != "kernel-died" and not record.get("stuck")
+            else:
+                source, replaced = _clean_text(item)
+                record, alive = run_cell(manager, client, source, options.cell_timeout)
+                if replaced:
+                    record["replaced_text"] = True
+            record["index"] = index
+            connection.send(record)
+    finally:
+        if client is not None:
+            client.stop_channels()
+        if manager is not None:
+            try:
+                manager.shutdown_kernel(now=True)
+            except Exception:
+                pass
+        kill_leftovers()
+        shutil.rmtree(root, ignore_errors=True)
+        connection.send(None)
+        connection.close()
 
 
 def _copy_matplotlib_font_cache(target):
     """Give the private MPLCONFIGDIR the grader's font cache, so matplotlib does not rebuild it every time."""
     cache = os.environ.get("MPLCONFIGDIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "matplotlib")
-    target.mkdir(parents=True, exist_ok=True)
     for path in pathlib.Path(cache).glob("fontlist-*.json") if os.path.isdir(cache) else []:
         try:
             shutil.copy(path, target / path.name)
@@ -128,99 +364,63 @@ def _copy_matplotlib_font_cache(target):
             pass
 
 
-def execute(notebook, assignment, options, key):
-    """Run the rebuilt notebook under nbval in a private folder; return ``(records, event, log)``."""
-    work = pathlib.Path(tempfile.mkdtemp(prefix="course-grade-"))
-    try:
-        os.chmod(work, 0o700)
-        notebook_path = work / f"{assignment.name}.ipynb"
-        nbformat.write(notebook, notebook_path)
-        (work / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-        startup = work / ".ipython" / "profile_default" / "startup" / "00-course-grader.py"
-        startup.parent.mkdir(parents=True)
-        params_path = work / ".course-grader-params.json"
-        params = {
-            "key": key,
-            "token_mime": TOKEN_MIME,
-            "startup_file": str(startup),
-            "sandbox_source": assignment.sandbox_source,
-            "sources": assignment.sources,
-            "preload": ["numpy"] + (["torch"] if any("torch" in c.source for c in assignment.solution.cells) else []),
-            "entry_modules": assignment.entry_modules,
-            "guard": sorted({n.partition(".")[0] for n in assignment.sources}),
-            "memory_bytes": options.memory_mb * 2**20 if options.memory_mb else None,
-            "cpu_seconds": int(options.submission_timeout * 4) + 60,
-            "file_bytes": 256 * 2**20,
-            "output_chars": options.output_chars,
-            "read_paths": _read_paths(assignment, options.allow_read),
-            "write_paths": [str(work), "/dev"],
-        }
-        params_path.write_text(json.dumps(params), encoding="utf-8")
-        startup.write_text(
-            "def _course_grader_start():\n"
-            "    import builtins\n"
-            "    namespace = {'__name__': '__course_grader_boot__', '__builtins__': dict(builtins.__dict__)}\n"
-            f"    exec(compile({assignment.kernel_source!r}, '<course-grader>', 'exec'), namespace)\n"
-            f"    namespace['boot']({str(params_path)!r})\n"
-            "_course_grader_start()\n"
-            "del _course_grader_start\n",
-            encoding="utf-8")
-        _copy_matplotlib_font_cache(work / ".matplotlib")
-        env = dict(os.environ)
-        threads = max(1, (os.cpu_count() or 1) // max(1, options.jobs))
-        env.update({
-            "HOME": str(work), "TMPDIR": str(work), "IPYTHONDIR": str(work / ".ipython"),
-            "MPLCONFIGDIR": str(work / ".matplotlib"), "MPLBACKEND": "Agg",
-            "JUPYTER_RUNTIME_DIR": str(work / ".jupyter"), "JUPYTER_CONFIG_DIR": str(work / ".jupyter"),
-            "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
-        })
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env.setdefault(name, str(threads))
-        args = ["-c", str(work / "pytest.ini"), "--rootdir", str(work),
-                "-p", "nbval.plugin", "-p", PLUGIN, "-p", "no:cacheprovider",
-                "--nbval-lax", "--nbval-current-env", f"--nbval-cell-timeout={options.cell_timeout:g}",
-                "-q", str(notebook_path)]
-        context, event = _fork_server(), None
-        if context is not None:
-            reader, writer = context.Pipe(duplex=False)
-            log_path = work / ".pytest.log"
-            process = context.Process(target=_pytest_child, args=(args, env, str(work), str(log_path), writer))
-            process.start()
-            writer.close()
-            RUNNING.add(process.pid)
-            report_thread, records = _report_reader(os.dup(reader.fileno()))
-            reader.close()
-            process.join(options.submission_timeout)
-            if process.exitcode is None:
-                event = "time-limit"
-                kill_tree(process.pid)
-                process.join()
-            RUNNING.discard(process.pid)
-            report_thread.join(timeout=10)
-            with open(log_path, "rb") as file:
-                file.seek(max(0, os.path.getsize(log_path) - 20_000))
-                log = file.read().decode("utf-8", "replace")
-            return records, event, log
-        read_fd, write_fd = os.pipe()
-        env[REPORT_FD_ENV] = str(write_fd)
-        process = subprocess.Popen([sys.executable, "-m", "pytest"] + args, cwd=work, env=env,
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   pass_fds=(write_fd,), start_new_session=True)
-        os.close(write_fd)
-        RUNNING.add(process.pid)
-        log_thread, log = _tail_reader(process.stdout)
-        report_thread, records = _report_reader(read_fd)
-        try:
-            process.wait(timeout=options.submission_timeout)
-        except subprocess.TimeoutExpired:
-            event = "time-limit"
-            kill_tree(process.pid)
-            process.wait()
-        RUNNING.discard(process.pid)
-        report_thread.join(timeout=10)
-        log_thread.join(timeout=1)
-        return records, event, bytes(log[-20_000:]).decode("utf-8", "replace")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+# --------------------------------------------------------------------------- the grader's main process
 
+PRELOAD = ["numpy", "jupyter_client", "jupyter_client.manager", "torch", "course_utils.checks.learner",
+           "course_utils.grading.kernel", __name__]
+_CONTEXT = []
+RUNNING = set()  # process ids of the workers running now
+
+
+def _fork_server():
+    if not _CONTEXT:
+        import multiprocessing
+
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+        else:  # pragma: no cover - Windows, macOS without fork servers
+            context = multiprocessing.get_context("spawn")
+        _CONTEXT.append(context)
+    return _CONTEXT[0]
+
+
+def execute(plan, assignment, options):
+    """Run ``plan`` in a worker process; return ``(records, event)``; ``event`` is "time-limit" or None."""
+    context = _fork_server()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_worker, args=(plan, assignment, options, sender))
+    process.start()
+    sender.close()
+    RUNNING.add(process.pid)
+    records, event = [], None
+    deadline = time.monotonic() + options.submission_timeout
+    done = threading.Event()
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                event = "time-limit"
+                break
+            if not receiver.poll(min(remaining, 1.0)):
+                if not process.is_alive() and not receiver.poll(0):
+                    break
+                continue
+            try:
+                record = receiver.recv()
+            except (EOFError, OSError):
+                break
+            if record is None:
+                done.set()
+                break
+            records.append(record)
+    finally:
+        if not done.is_set():
+            kill_tree(process.pid)
+        process.join(timeout=30)
+        if process.is_alive():
+            kill_tree(process.pid)
+            process.join()
+        RUNNING.discard(process.pid)
+        receiver.close()
+    return records, event

@@ -9,24 +9,21 @@ A submission is ``SUBMISSIONS_DIR/<learner>/<assignment>.ipynb`` or
 ``SUBMISSIONS_DIR/<learner>.ipynb``; a learner folder without the notebook is graded
 "missing". The walkthrough for instructors is ``docs/grading.md``. For each submission:
 
-0. **Read** the assignment (``assignment.py``): the check cells of
-   ``solutions/<assignment>.ipynb`` and the sources of the check packages and of the kernel side,
-   once, before any learner's code runs.
-1. **Rebuild** (``rebuild.py``). The learner's code cells are kept; every check cell comes from
+0. **Read** the assignment (``assignment.py``): the check cells of ``solutions/<assignment>.ipynb``
+   and the check modules they import, before any learner's code runs.
+1. **Open** the submission without following symbolic links: it must be a regular file of the
+   submissions folder with no other hard link, else it is graded "invalid-notebook".
+2. **Rebuild** (``rebuild.py``). The learner's code cells are kept; every check cell comes from
    ``solutions/<assignment>.ipynb`` by its ``check_id`` (hidden checks included). A check
    cell the learner edited, deleted, moved or split is put back in its released place and
    the feedback says so.
-2. **Execute** the rebuilt notebook with nbval (``execute.py``: one ``pytest --nbval-lax`` process
-   per submission, forked from a server that imported pytest once, ``--jobs`` at a time) in a
-   private temporary folder holding only that notebook, with a per-cell time-out, an overall
-   time-out, a memory and a CPU limit, an output limit and, where Linux offers Landlock, a
-   file-system sandbox (``sandbox.py``, applied by ``kernel.py``, which also keeps the checks out
-   of the learner's reach; ``plugin.py`` reports each cell to the grader).
-3. **Score** (``score.py``). A check scores its points when its cell raised nothing *and* published the
-   grader's secret token for that check; otherwise zero, with the reason (the check's
-   message, or the cell it depended on that timed out or failed, or the kernel's death).
-   stderr output and warnings cost nothing.
-4. **Write** the gradebook CSV (one row per learner, a final row of pass rates) and one
+3. **Execute** (``execute.py``): a worker process of the grader runs the learner's cells in a
+   sandboxed kernel (``kernel.py``, ``sandbox.py``: memory, CPU and file-size limits, Landlock) and
+   every check cell in the worker itself, sending the kernel only plain-data requests to run the
+   learner's functions (``course_utils.checks.learner``).
+4. **Score** (``score.py``): a check scores its points when the grader's run of it raised nothing;
+   otherwise zero, with the reason. stderr output and warnings cost nothing.
+5. **Write** the gradebook CSV (one row per learner, a final row of pass rates) and one
    Markdown feedback file per learner, after every submission has finished (``gradebook.py``).
 
 This module holds the command and runs the steps for every submission, ``--jobs`` at a time; it
@@ -37,7 +34,7 @@ import concurrent.futures
 import dataclasses
 import os
 import pathlib
-import secrets
+import stat
 import sys
 import time
 
@@ -48,7 +45,7 @@ from course_utils.grading.constants import SOLUTIONS_DIR
 from course_utils.grading.execute import RUNNING, execute
 from course_utils.grading.gradebook import as_number, write_feedback, write_gradebook
 from course_utils.grading.processes import become_subreaper, child_pids, helper_pids, kill_leftovers, kill_tree
-from course_utils.grading.rebuild import rebuild
+from course_utils.grading.rebuild import plan, rebuild
 from course_utils.grading.score import CheckResult, LearnerResult, score
 
 
@@ -64,7 +61,43 @@ class Options:
     show_hidden_messages: bool = False  # hidden checks' failure messages in the feedback
 
 
-def grade_submission(learner, path, assignment, options):
+MAX_NOTEBOOK_BYTES = 64 * 2**20
+
+
+def read_submission(path, submissions_dir):
+    """The text of the submission at ``path``, opened without following symbolic links.
+
+    Raises ``ValueError`` unless it is a regular file with one hard link whose folders, up to
+    ``submissions_dir``, are real folders (no symbolic link): a link to the solution notebook or to a
+    classmate's submission is never read.
+    """
+    path = pathlib.Path(path)
+    if submissions_dir is not None:
+        base = pathlib.Path(submissions_dir)
+        relative = path.relative_to(base)
+        folder = base
+        for part in relative.parts[:-1]:
+            folder = folder / part
+            if folder.is_symlink() or not folder.is_dir():
+                raise ValueError(f"{relative.parent} is a symbolic link, not a folder of the submissions folder")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as error:
+        if path.is_symlink():
+            raise ValueError(f"{path.name} is a symbolic link, not a notebook file") from None
+        raise
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path.name} is not a regular file")
+        if info.st_nlink != 1:
+            raise ValueError(f"{path.name} has {info.st_nlink} hard links: it may be another notebook's file")
+        if info.st_size > MAX_NOTEBOOK_BYTES:
+            raise ValueError(f"{path.name} holds {info.st_size:,} bytes, over the limit of {MAX_NOTEBOOK_BYTES:,}")
+        return file.read(MAX_NOTEBOOK_BYTES + 1).decode("utf-8", errors="replace")
+
+
+def grade_submission(learner, path, assignment, options, submissions_dir=None):
     """Grade one learner's notebook; never raises."""
     start = time.monotonic()
 
@@ -75,7 +108,10 @@ def grade_submission(learner, path, assignment, options):
     if path is None:
         return zero("missing", f"no {assignment.name}.ipynb was submitted")
     try:
-        text = pathlib.Path(path).read_text(encoding="utf-8", errors="replace")
+        text = read_submission(path, submissions_dir)
+    except (OSError, ValueError) as error:
+        return zero("invalid-notebook", f"the submission was not read: {error}"[:500])
+    try:
         submission = nbformat.reads(text, as_version=4)
         if not isinstance(submission, dict) or not isinstance(submission.get("cells"), list):
             raise ValueError("it has no list of cells")
@@ -84,9 +120,8 @@ def grade_submission(learner, path, assignment, options):
     try:
         notebook, cells, notes = rebuild(submission, assignment)
         for attempt in range(2):  # a kernel that fails to start before any learner code ran gets a second try
-            key = secrets.token_hex(32)
-            records, event, log = execute(notebook, assignment, options, key)
-            checks, status, run_notes = score(assignment, cells, records, event, options, key, log)
+            records, event = execute(plan(notebook, cells), assignment, options)
+            checks, status, run_notes = score(assignment, cells, records, event, options)
             if status != "grader-error":
                 break
         return LearnerResult(learner, str(path), status, checks, notes + run_notes, time.monotonic() - start)
@@ -99,13 +134,16 @@ def grade_class(submissions_dir, assignment_name, solutions_dir=SOLUTIONS_DIR, o
     """Grade every submission; write the gradebook and feedback; return the list of ``LearnerResult``."""
     options = options or Options()
     assignment = load_assignment(solutions_dir, assignment_name)
+    for module in assignment.entry_modules:  # the checks' code, read before any learner's code runs
+        __import__(module)
     submissions = find_submissions(submissions_dir, assignment.name)
     become_subreaper()  # the orphans of the kernels come to this process, so they can be stopped
     earlier_children = set(child_pids())  # when called from a notebook or a test: not ours to stop
     results = []
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, options.jobs))
     try:
-        futures = [pool.submit(grade_submission, learner, path, assignment, options) for learner, path in submissions]
+        futures = [pool.submit(grade_submission, learner, path, assignment, options, submissions_dir)
+                   for learner, path in submissions]
         for future in futures:
             result = future.result()
             results.append(result)

@@ -1,9 +1,9 @@
 """Step 1 of ``course-grade``: the notebook to execute, rebuilt from a submission and the solution.
 
 The learner's code cells are kept; every check cell comes from ``solutions/<assignment>.ipynb`` by
-its ``check_id`` (hidden checks included) and is replaced by a call of the kernel side
-(``__course_grader__.run_check``, see ``kernel.py``). A check cell the learner edited, deleted,
-moved or split is put back in its released place, found from the cells around it, and a note says so.
+its ``check_id`` (hidden checks included); the grader runs those in its own process (``execute.py``),
+never in the learner's kernel. A check cell the learner edited, deleted, moved or split is put back in
+its released place, found from the cells around it, and a note says so.
 """
 import nbformat
 
@@ -35,6 +35,7 @@ def rebuild(submission, assignment):
 
     Returns ``(notebook, cells, notes)``; ``cells[k]`` describes code cell ``k`` of the rebuilt
     notebook: ``("check", Check)`` or ``("learner", number in the submission (1-based), names)``.
+    ``plan(notebook, cells)`` turns them into what ``execute.execute`` runs.
     """
     solution_cells = assignment.solution.cells
     checks_by_id = {c.check_id: c for c in assignment.checks}
@@ -89,11 +90,13 @@ def rebuild(submission, assignment):
     def add(source, description):
         cell = nbformat.v4.new_code_cell(source)
         cell.metadata["course_grader"] = {"index": len(cells)}
+        if description[0] == "check":
+            cell.metadata["course_grader"]["check_id"] = description[1].check_id
         notebook.cells.append(cell)
         cells.append(description)
 
     def add_check(check):
-        add(f"__course_grader__.run_check({check.check_id!r}, {check.source!r})", ("check", check))
+        add(check.source, ("check", check))
 
     for index, cell in enumerate(learner_cells + [None]):
         for check in insert_before.get(index, []):
@@ -110,3 +113,9 @@ def rebuild(submission, assignment):
             add(source, ("learner", index + 1, defined_names(source)))
     return notebook, cells, notes
 
+
+
+def plan(notebook, cells):
+    """``[(index, "check", Check) or (index, "learner", source)]``: what the grader's worker runs, in order."""
+    return [(index, "check", rest[0]) if kind == "check" else (index, "learner", cell.source)
+            for index, (cell, (kind, *rest)) in enumerate(zip(notebook.cells, cells))]

@@ -1,15 +1,18 @@
-"""Limits of a learner's kernel while ``course-grade`` runs it: rlimits, an output cap and the Landlock sandbox.
+"""Limits of a learner's kernel while ``course-grade`` runs it: rlimits and the Landlock sandbox.
 
-The kernel side (``kernel.py``) applies them before the first cell of a submission runs:
+``kernel.py`` applies them in the kernel process before ipykernel starts (so before any thread exists, and
+every thread and child process inherits them):
 
 * ``set_limits``: the address-space (``RLIMIT_AS``), CPU-seconds and written-file-size limits;
-* ``CappedStream``: stdout and stderr pass on only so many characters;
-* ``restrict_files``: where the Linux kernel offers Landlock, the process (and all it starts) may read
-  only the folders the grader names and write only its private working folder.
+* ``restrict``: where the Linux kernel offers Landlock, the process may read only the folders the grader
+  names and write only its private working folder; with Landlock ABI 6 or later (Linux 6.12) it also cannot
+  send a signal to, nor connect to an abstract Unix socket of, any process outside its own sandbox (the
+  grader, other learners' kernels). Landlock also keeps every sandboxed process from ptrace-ing, and so
+  from reading the memory or ``/proc/<pid>/environ`` of, a process outside its sandbox (ABI 1 and later).
+* ``isolation``: which of these this machine provides, in words, for the gradebook and ``docs/grading.md``.
 
-Which values and folders apply to a submission is decided by the grader (``execute.py``). Like
-``kernel.py``, this module is run in the kernel from the source the grader read before grading started,
-never imported from disk there, so it imports nothing but the standard library.
+Which values and folders apply to a submission is decided by the grader (``execute.py``). Standard
+library only.
 """
 import ctypes
 import os
@@ -27,29 +30,6 @@ def set_limits(memory_bytes=None, cpu_seconds=None, file_bytes=None):
                 pass
 
 
-class CappedStream:
-    """Forward writes to ``stream`` until the shared ``budget[0]`` characters are spent, then drop them (once noted).
-
-    stdout and stderr share one ``budget`` (a one-element list), so the cap is on their sum.
-    """
-
-    def __init__(self, stream, budget):
-        self._stream, self._budget = stream, budget
-
-    def write(self, text):
-        if self._budget[0] <= 0:
-            return len(text)
-        self._budget[0] -= len(text)
-        if self._budget[0] <= 0:
-            self._stream.write(text[: len(text) + self._budget[0]])
-            self._stream.write("\n[course-grade: output limit reached, the rest of the output is dropped]\n")
-            return len(text)
-        return self._stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
 def _syscall():
     """libc's ``syscall``, returning a C long (the Landlock calls have no libc wrappers)."""
     syscall = ctypes.CDLL(None, use_errno=True).syscall
@@ -65,8 +45,24 @@ def landlock_abi():
         return 0
 
 
-def restrict_files(read_paths, write_paths):
-    """Allow reading only ``read_paths`` and writing only ``write_paths``; return a note saying what was done."""
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1 << 0, 1 << 1  # Landlock ABI 6
+
+
+def isolation(abi=None):
+    """What the Landlock of this Linux kernel keeps a learner's kernel from doing, in words."""
+    abi = landlock_abi() if abi is None else abi
+    if abi < 1:
+        return ("none: this Linux kernel has no Landlock, so a learner's kernel can read and write what the "
+                "grader's user can and signal the grader's processes (run one job at a time, as a separate user)")
+    if abi < 6:
+        return (f"Landlock ABI {abi}: files sandboxed and no ptrace of other processes, but signals are not "
+                "scoped (Linux 6.12 or later is needed): a learner's kernel could signal the grader's processes")
+    return (f"Landlock ABI {abi}: files sandboxed; no signal, ptrace or abstract Unix socket reaches a process "
+            "outside the learner's own kernel")
+
+
+def restrict(read_paths, write_paths):
+    """Allow reading only ``read_paths``, writing only ``write_paths``, signals only inside; return a note."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         syscall = _syscall()
@@ -78,9 +74,18 @@ def restrict_files(read_paths, write_paths):
             handled |= 1 << 13  # refer
         if abi >= 3:
             handled |= 1 << 14  # truncate
+        if abi >= 5:
+            handled |= 1 << 15  # ioctl on devices
         read_access = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
-        attr = ctypes.c_uint64(handled)
-        ruleset = syscall(444, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+
+        class RulesetAttr(ctypes.Structure):
+            _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                        ("scoped", ctypes.c_uint64)]
+
+        scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+        attr = RulesetAttr(handled, 0, scoped)
+        size = 24 if abi >= 6 else (16 if abi >= 4 else 8)
+        ruleset = syscall(444, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
         if ruleset < 0:
             return f"Landlock ruleset failed (errno {ctypes.get_errno()})"
 
@@ -94,7 +99,8 @@ def restrict_files(read_paths, write_paths):
                     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
                 except OSError:
                     continue
-                allowed = access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14))
+                allowed = access if os.path.isdir(path) else access & ((1 << 0) | (1 << 1) | (1 << 2) | (1 << 14)
+                                                                       | (1 << 15))
                 rule = PathBeneath(allowed & handled, fd)
                 syscall(445, ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0))
                 os.close(fd)
@@ -102,6 +108,6 @@ def restrict_files(read_paths, write_paths):
         if syscall(446, ctypes.c_int(ruleset), ctypes.c_uint32(0)) != 0:
             return f"Landlock restrict_self failed (errno {ctypes.get_errno()})"
         os.close(ruleset)
-        return f"Landlock ABI {abi}"
+        return isolation(abi)
     except Exception as error:  # a sandbox we cannot install must not stop grading
         return f"Landlock unavailable: {error!r}"

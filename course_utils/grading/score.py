@@ -1,13 +1,11 @@
-"""Step 3 of ``course-grade``: the points of each check, from the reports of the pytest plugin.
+"""Step 3 of ``course-grade``: the points of each check, from the records of the grader's worker (``execute.py``).
 
-A check scores its points when its cell raised nothing *and* published the grader's secret
-token for that check (``kernel.py``); otherwise zero, with the reason: the check's message, or
-the cell it depended on that timed out or failed, or the kernel's death. stderr output and
-warnings cost nothing.
+A check scores its points when the grader's own run of its code raised nothing; otherwise zero, with the
+reason: the check's message, or the cell it depended on that timed out or failed, or the kernel's death.
+stderr output and warnings cost nothing, and a fault of the learner's kernel after a check passed (closed
+stdout, a deleted working folder, a crash) never takes that check's points back.
 """
 import dataclasses
-import hashlib
-import hmac
 import re
 
 from course_utils.grading.names import used_names
@@ -55,7 +53,7 @@ def _failure_reason(record, options):
     return message or "the check failed"
 
 
-def score(assignment, cells, records, event, options, key, log=""):
+def score(assignment, cells, records, event, options):
     """Turn the per-cell reports into ``(check results, status, notes)``."""
     by_index = {}
     for record in records:
@@ -87,7 +85,12 @@ def score(assignment, cells, records, event, options, key, log=""):
         notes.append(f"the kernel could not be started: {start_failure.get('message')}")
     if not records and event is None:
         status = "grader-error"
-        notes.append("nbval reported no cell; its log ends with:\n" + log[-2000:])
+        notes.append("the grader's worker reported no cell (it was killed?)")
+    replaced = [rest[0] for i, (kind, *rest) in enumerate(cells) if kind == "learner"
+                and by_index.get(i, {}).get("replaced_text")]
+    if replaced:
+        notes.append(f"cell {', '.join(map(str, replaced))} held characters that are not valid Unicode (lone "
+                     "surrogates); they were replaced by '?' before the cell ran")
 
     results = []
     definers = {}  # name -> (number of the learner cell, its record) for the latest definition so far
@@ -99,17 +102,12 @@ def score(assignment, cells, records, event, options, key, log=""):
                 definers[name] = (number, record)
             continue
         check = rest[0]
-        # the token that run_check (kernel.py) publishes when this check passes
-        expected = hmac.new(key.encode(), check.check_id.encode(), hashlib.sha256).hexdigest()
-        passed = bool(record and record.get("ok") and any(hmac.compare_digest(str(t), expected)
-                                                             for t in record.get("tokens", [])))
+        passed = bool(record and record.get("ok") and record.get("check") == check.check_id)
         message = ""
         if not passed:
             if record is None:
                 message = {"time-limit": "not run: the submission was stopped at the overall time limit"}.get(
                     event, f"not run: the kernel had stopped ({stopped})" if stopped else "not run")
-            elif record.get("ok"):
-                message = "the check did not report a result to the grader (its code was changed at run time?)"
             elif record.get("kind") == "kernel-dead" and stopped:
                 message = f"not run: the kernel died earlier, in {stopped}"
             else:
