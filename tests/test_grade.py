@@ -383,7 +383,7 @@ def test_rebuild_places_a_deleted_check_by_the_released_text_when_cell_ids_are_g
         cell.pop("id", None)
     notebook, cells, notes = rebuild(exercise, assignment)
     sources = [c.source for c in notebook.cells]
-    assert sources.index("x = 1") < index_of(notebook, "'t-add'") == index_of(notebook, "def add(") + 1
+    assert sources.index("x = 1") < index_of(notebook, "check_add(") == index_of(notebook, "def add(") + 1
     assert notes == ["check `t-add` was deleted; it was restored from the released assignment"]
 
 

@@ -39,7 +39,10 @@ likely cause.
 paper's two-group AlexNet): each row of the paper's table (operation, output shape, parameters and, where given,
 kernel size, stride and padding) is compared with the learner's forward pass, then the total number of parameters.
 
-Both checks run on the CPU in eval mode; a GPU model is checked on a CPU copy.
+Both checks run on the CPU in eval mode; a GPU model is checked on a CPU copy. The learner's model is reached only
+through ``learner_forward`` (run with ``course_utils.checks.learner.run``), which returns plain data: in the
+learner's notebook it runs in place, under the grader in the learner's kernel, on the weights and the input the
+grader sends, while the reference, the pairing and every comparison stay in the grader's process.
 """
 import copy
 import math
@@ -49,8 +52,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from course_utils.checks import common
-from course_utils.tracing import INPUT, first_tensor, relative_difference, traced_forward
+from course_utils.checks import common, learner
+from course_utils.tracing import INPUT, Operation, first_tensor, relative_difference, traced_forward
 
 ATOL = 1e-5  # tolerance relative to the largest value of each reference output
 RTOL = 1e-4  # tolerance relative to each reference value
@@ -268,6 +271,84 @@ def _run(model, x, state=None, keep_outputs=True):
             module.training = training
 
 
+def learner_forward(model, x, state=None, keep_outputs=True, describe=False):
+    """The learner's side of the checks: one traced eval-mode pass of ``model`` on ``x``, as plain data.
+
+    ``{"not_module": type name}`` when ``model`` is not an ``nn.Module`` instance; else ``{"output": tensor or
+    None, "operations": [dict per operation], "error": the exception it raised or None}`` and, with ``describe``,
+    ``"tensors"``: ``[[name, shape, is_buffer], ...]`` in registration order, ``"own_parameters"``:
+    ``{module path: number of parameters registered on it}`` and ``"total_parameters"``. ``state`` replaces the
+    model's parameters and buffers for this pass (``functional_call``). The model's modes are left as they were.
+    """
+    if not isinstance(model, nn.Module):
+        return {"not_module": type(model).__name__}
+    model = _on_cpu(model, "learner's")
+    output, operations, error = _run(model, x, state=state, keep_outputs=keep_outputs)
+    reply = {"output": first_tensor(output), "error": error,
+             "operations": [_plain_operation(op) for op in operations]}
+    if describe:
+        reply["tensors"] = [[name, tuple(tensor.shape), is_buffer]
+                            for name, (tensor, is_buffer) in _named_tensors(model).items()]
+        reply["own_parameters"] = {name: sum(p.numel() for p in module.parameters(recurse=False))
+                                   for name, module in model.named_modules()}
+        reply["total_parameters"] = sum(p.numel() for p in model.parameters())
+    return reply
+
+
+def _plain_operation(op):
+    return {"index": op.index, "kind": op.kind, "module": op.module, "module_type": op.module_type,
+            "output_shape": tuple(op.output_shape), "output": op.output,
+            "inputs": [sorted(sources) for sources in op.inputs], "parameters": [list(p) for p in op.parameters],
+            "arguments": dict(op.arguments), "depends_on_input": op.depends_on_input,
+            "reaches_output": op.reaches_output}
+
+
+class _LearnerPass:
+    """What ``learner_forward`` sent back, checked and rebuilt: output, operations, error, tensors' shapes."""
+
+    def __init__(self, reply, who="learner's"):
+        if not isinstance(reply, dict):
+            raise AssertionError(f"the {who} model's pass sent back {type(reply).__name__}, not its operations")
+        if "not_module" in reply:
+            raise AssertionError(f"the {who} model should be an nn.Module (an instance, not a class); "
+                                 f"got {reply['not_module']}")
+        output = reply.get("output")
+        self.output = output if isinstance(output, torch.Tensor) else None
+        error = reply.get("error")
+        self.error = error if isinstance(error, BaseException) else None
+        try:
+            self.operations = [_operation(entry, index) for index, entry in enumerate(reply.get("operations", []))]
+            # the meta tensors stand for the learner's: their shapes are all the pairing uses
+            self.tensors = {str(name): (torch.empty(tuple(shape), device="meta"), bool(is_buffer))
+                            for name, shape, is_buffer in reply.get("tensors", [])}
+            self.own_parameters = {str(k): int(v) for k, v in reply.get("own_parameters", {}).items()}
+            self.total_parameters = int(reply.get("total_parameters", 0))
+        except (TypeError, ValueError, KeyError) as problem:
+            raise AssertionError(f"the {who} model's pass sent back operations that are not valid: {problem}") from None
+
+
+def _operation(entry, index):
+    """An ``Operation`` from its plain form, validated (an index out of order is refused)."""
+    if entry["index"] != index:
+        raise ValueError(f"operation {index} is numbered {entry['index']}")
+    output = entry.get("output")
+    inputs = [frozenset(int(s) for s in sources) for sources in entry["inputs"]]
+    if any(s != INPUT and not 0 <= s < index for sources in inputs for s in sources):
+        raise ValueError(f"operation {index} reads an operation that does not come before it")
+    return Operation(index=index, kind=str(entry["kind"]), module=str(entry["module"]),
+                     module_type=str(entry["module_type"]), output_shape=tuple(int(s) for s in entry["output_shape"]),
+                     output=output if isinstance(output, torch.Tensor) else None, inputs=inputs,
+                     parameters=[(str(name), position if isinstance(position, str) else int(position))
+                                 for name, position in entry["parameters"]],
+                     arguments=dict(entry["arguments"]), depends_on_input=bool(entry["depends_on_input"]),
+                     reaches_output=bool(entry["reaches_output"]))
+
+
+def learner_pass(model, x, state=None, keep_outputs=True, describe=False):
+    """``learner_forward`` run where the learner's ``model`` lives, its answer checked: a ``_LearnerPass``."""
+    return _LearnerPass(learner.run(learner_forward, model, x, state, keep_outputs, describe))
+
+
 def _crash_message(error, x, who, case, operations=()):
     if isinstance(error, NotImplementedError):
         return f"{case}: the {who} model is not implemented yet ({error})"
@@ -421,9 +502,10 @@ def _pair_through_operations(learner_ops, reference_ops, learner_tensors, refere
     return names, suspects
 
 
-def _pair_tensors(learner, reference, learner_ops, reference_ops, case, complete=True):
-    """``(state, how)``: the reference's tensors under the learner's names, or an ``AssertionError``."""
-    mine, theirs = _named_tensors(learner), _named_tensors(reference)
+def _pair_tensors(mine, reference, learner_ops, reference_ops, case, complete=True):
+    """``(state, how)``: the reference's tensors under the learner's names (``mine``: name -> (tensor, is
+    buffer), the learner's tensors or stand-ins of their shapes), or an ``AssertionError``."""
+    theirs = _named_tensors(reference)
     if set(mine) == set(theirs):
         for name, (tensor, is_buffer) in theirs.items():
             if _squeeze(mine[name][0].shape) != _squeeze(tensor.shape):
@@ -465,7 +547,7 @@ def _pair_tensors(learner, reference, learner_ops, reference_ops, case, complete
                            names, case, complete, suspects)
     if complete:  # a pass that crashed has not used everything yet
         _assert_all_used(mine, names, learner_ops, reference_ops, case)
-    state = {name: theirs[names[name]][0].reshape(mine[name][0].shape) for name in mine if name in names}
+    state = {name: theirs[names[name]][0].reshape(mine[name][0].shape).contiguous() for name in mine if name in names}
     return state, how
 
 
@@ -775,7 +857,6 @@ def check_same_architecture(model, reference, input_shape, name="architecture", 
     if not (isinstance(input_shape, (tuple, list)) and len(input_shape) >= 2
             and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in input_shape)):
         raise ValueError(f"input_shape must be a shape of positive ints with the batch first; got {input_shape!r}")
-    learner = _on_cpu(model, "learner's")
     reference = copy.deepcopy(_on_cpu(reference, "reference"))
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))  # input_shape, e.g. (N, C, H, W)
 
@@ -789,13 +870,16 @@ def check_same_architecture(model, reference, input_shape, name="architecture", 
         raise AssertionError(_crash_message(error, x, "reference", case)) from error
 
     # 2. the learner's parameters paired with the reference's through the operations that use them
-    _, learner_structure, error = _run(learner, x, keep_outputs=False)
+    structure = learner_pass(model, x, keep_outputs=False, describe=True)
+    error = structure.error
     if isinstance(error, NotImplementedError):
         raise AssertionError(_crash_message(error, x, "learner's", case)) from error
-    state, how = _pair_tensors(learner, reference, learner_structure, reference_ops, case, complete=error is None)
+    state, how = _pair_tensors(structure.tensors, reference, structure.operations, reference_ops, case,
+                               complete=error is None)
 
     # 3. the learner's pass with the reference's values: every reference operation matched by value, nothing extra
-    learner_output, learner_ops, error = _run(learner, x, state=state)
+    values = learner_pass(model, x, state=state)
+    learner_output, learner_ops, error = values.output, values.operations, values.error
     comparison = _Comparison(learner_ops, reference_ops, case, input_shape)
     if error is not None:  # a crash is often the consequence of an earlier difference: name that one first
         crash = _crash_message(error, x, "learner's", case, learner_ops)
@@ -859,17 +943,16 @@ def check_layer_table(model, expected_rows, input_shape, name="layer table", tot
     ``AssertionError`` naming the first row that differs.
     """
     case = name
-    learner = _on_cpu(model, "learner's")
     rows = [row if isinstance(row, Layer) else Layer(*row) for row in expected_rows]
     total_expected = sum(row.parameters for row in rows) if total_parameters is None else total_parameters
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))  # input_shape, e.g. (N, C, H, W)
-    _, operations, error = _run(learner, x)
+    traced = learner_pass(model, x, keep_outputs=False, describe=True)
+    operations, error = traced.operations, traced.error
     for op in operations:
         if op.depends_on_input and not op.reaches_output:
             raise AssertionError(f"{case}: the learner's {op.where()} (output {op.output_shape[1:]}) is computed but "
                                  f"its result never reaches the model's output (not assigned, or not used?)")
     operations = [op for op in operations if op.kind not in skip and op.depends_on_input]
-    modules = dict(learner.named_modules())
     counted = set()
     for index, (op, row) in enumerate(zip(operations, rows), start=1):
         accepted = tuple(row.kind) if isinstance(row.kind, (tuple, list)) else (row.kind,)
@@ -897,7 +980,7 @@ def check_layer_table(model, expected_rows, input_shape, name="layer table", tot
         own = 0
         if op.module not in counted:  # a module's parameters count once, at its first operation
             counted.add(op.module)
-            own = sum(p.numel() for p in modules[op.module].parameters(recurse=False))
+            own = traced.own_parameters.get(op.module, 0)
         if own != row.parameters:
             raise AssertionError(f"{case}: layer {index}: learner's {op.where()} has {own:,} parameters, "
                                  f"the table has {row.parameters:,}")
@@ -913,7 +996,7 @@ def check_layer_table(model, expected_rows, input_shape, name="layer table", tot
         op = operations[len(rows)]
         raise AssertionError(f"{case}: layer {len(rows) + 1}: learner's model goes on with {op.where()} after the "
                              f"table's last row ({len(operations)} layers against {len(rows)}; an extra layer?)")
-    total = sum(p.numel() for p in learner.parameters())
+    total = traced.total_parameters
     if total != total_expected:
         raise AssertionError(f"{case}: learner's model has {total:,} parameters in total, the table {total_expected:,}")
     common.passed(f"{name} ({len(rows)} layers, {total:,} parameters)", len(rows) + 1)

@@ -41,6 +41,20 @@ def call(function, *args, case, **kwargs):
         raise AssertionError(f"{case}: {name} raised {type(error).__name__}: {error}") from error
 
 
+def is_module(value):
+    """Whether ``value`` is an ``nn.Module`` instance: the learner's own, or a handle of one in the learner's kernel."""
+    if learner.is_learner_object(value):
+        return value.is_module
+    import torch
+
+    return isinstance(value, torch.nn.Module)
+
+
+def type_name(value):
+    """The class name of ``value``, or of the object a ``LearnerObject`` handle stands for."""
+    return value.type_name if learner.is_learner_object(value) else type(value).__name__
+
+
 def assert_shape(received, expected_shape, case, what="output"):
     received_shape = tuple(np.shape(as_numpy(received)))
     if received_shape != tuple(expected_shape):

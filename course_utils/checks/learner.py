@@ -23,7 +23,6 @@ kernel and come back as new ``LearnerObject`` handles, which later requests can 
 the same protocol in one process (every request and reply encoded to bytes and back): the tests use it to show
 that each check gives the same verdicts in both modes.
 """
-import builtins
 import contextlib
 import importlib
 import io
@@ -35,8 +34,7 @@ from course_utils.checks import plain_data
 OUTPUT_CHARS = 20_000  # printed output of one request that is sent back
 
 
-class LearnerError(Exception):
-    """Base of the exceptions rebuilt from a learner's exception reported by the kernel."""
+LearnerError = plain_data.LearnerError
 
 
 class LearnerObject:
@@ -117,29 +115,8 @@ def run(probe, *args, **kwargs):
     return session.probe(f"{probe.__module__}:{probe.__qualname__}", args, kwargs)
 
 
-def rebuild_error(info):
-    """An exception like the learner's from ``{"type": name, "message": text}``: the built-in type when it is one."""
-    name = str(info.get("type", "Exception"))[:100]
-    message = str(info.get("message", ""))[:5000]
-    builtin = getattr(builtins, name, None)
-    if isinstance(builtin, type) and issubclass(builtin, Exception) and builtin.__module__ == "builtins":
-        try:
-            error = builtin(message)
-        except Exception:
-            error = LearnerError(message)
-    else:
-        error = type(name if name.isidentifier() else "LearnerException", (LearnerError,), {})(message)
-    error.learner_traceback = str(info.get("traceback", ""))[:5000]
-    return error
-
-
-def describe_error(error):
-    """``{"type", "message"}`` of an exception, safe to send (its ``__str__`` may itself raise)."""
-    try:
-        message = str(error)
-    except Exception:
-        message = "<the exception's message could not be read>"
-    return {"type": type(error).__name__, "message": message[:5000]}
+rebuild_error = plain_data.rebuild_error
+describe_error = plain_data.describe_error
 
 
 # --------------------------------------------------------------------------- the kernel's side

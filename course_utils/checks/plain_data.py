@@ -7,6 +7,9 @@ A value is encoded as a JSON-able *header* and a list of raw byte *buffers*:
 * NumPy arrays and scalars of a numeric or boolean dtype, torch tensors, ``torch.Size``, ``torch.dtype`` and
   ``torch.device``: the dtype, the shape and the index of a buffer holding the raw values (C order), e.g.
   ``{"ndarray": {"dtype": "float64", "shape": [2, 3], "buffer": 0}}``;
+* a NumPy random ``Generator``: its bit generator's name and state (a new generator in the same state);
+* an exception: its type's name and its message, decoded as the built-in exception of that name or a
+  ``LearnerError`` subclass named like it (``rebuild_error``);
 * anything else (a function, a class, an ``nn.Module`` ...): where the encoder is given ``keep``, a reference to
   an object that stays where it is, ``{"object": {"handle": 3, "type": "BasicBlock", ...}}``; otherwise an error.
 
@@ -28,12 +31,41 @@ MAX_BYTES = 4 * 2**30  # raw array bytes in one message
 
 NUMPY_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                 "float16", "float32", "float64", "complex64", "complex128"}
+BIT_GENERATORS = {"PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"}
 TORCH_DTYPES = {"bool", "int8", "int16", "int32", "int64", "uint8", "float16", "bfloat16", "float32", "float64",
                 "complex64", "complex128"}
 
 
 class PlainDataError(ValueError):
     """A value that cannot be sent, or a message that is not valid plain data."""
+
+
+class LearnerError(Exception):
+    """Base of the exceptions rebuilt from a learner's exception that crossed as plain data."""
+
+
+def describe_error(error):
+    """``{"type", "message"}`` of an exception, safe to send (its ``__str__`` may itself raise)."""
+    try:
+        message = str(error)
+    except Exception:
+        message = "<the exception's message could not be read>"
+    return {"type": type(error).__name__, "message": message[:5000]}
+
+
+def rebuild_error(info):
+    """An exception like the learner's from ``{"type": name, "message": text}``: the built-in type when it is one."""
+    import builtins
+
+    name = str(info.get("type", "Exception"))[:100]
+    message = str(info.get("message", ""))[:5000]
+    builtin = getattr(builtins, name, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception) and builtin.__module__ == "builtins":
+        try:
+            return builtin(message)
+        except Exception:
+            return LearnerError(message)
+    return type(name if name.isidentifier() else "LearnerException", (LearnerError,), {})(message)
 
 
 def _torch():
@@ -102,6 +134,12 @@ def encode(value, keep=None, refer=None):
             return walk(float.__float__(item), depth)
         if isinstance(item, str):
             return str.__str__(item)
+        if isinstance(item, BaseException):
+            return {"exception": describe_error(item)}
+        if type(item) is np.random.Generator and type(item.bit_generator).__name__ in BIT_GENERATORS:
+            return {"generator": walk(item.bit_generator.state, depth + 1)}
+        if isinstance(item, tuple) and type(item) is not tuple and keep is not None:
+            return walk_object(item, f"a {type(item).__name__}")  # a named tuple (a cache) keeps its type
         # containers (and their subclasses, named tuples included) by their built-in contents
         if isinstance(item, tuple):
             return {"tuple": [walk(v, depth + 1) for v in tuple.__iter__(item)]}
@@ -220,6 +258,18 @@ def decode(header, buffers, remote=None):
             return getattr(_torch(), body)
         if tag == "device" and type(body) is str and len(body) < 40:
             return _torch().device(body)
+        if tag == "generator":
+            state = walk(body, depth + 1)
+            if not isinstance(state, dict) or state.get("bit_generator") not in BIT_GENERATORS:
+                raise PlainDataError("invalid random generator state")
+            bit_generator = getattr(np.random, state["bit_generator"])()
+            try:
+                bit_generator.state = state
+            except (TypeError, ValueError, KeyError) as error:
+                raise PlainDataError(f"invalid random generator state: {error}") from None
+            return np.random.Generator(bit_generator)
+        if tag == "exception" and type(body) is dict:
+            return rebuild_error(body)
         if tag == "object" and type(body) is dict:
             if remote is None:
                 raise PlainDataError("an object reference where only plain data was expected")
