@@ -9,6 +9,10 @@ mean for global pooling, squeeze-and-excitation with ``nn.Linear``, a hand-writt
 
 Each wrong network below is one of those with one mistake, written next to its test. The check copies the
 reference's (redrawn) weights into the learner's model, so neither model's own initial values matter.
+
+Every test runs twice: in-process (as in a learner's notebook) and split (as under the grader: the learner's
+model behind ``course_utils.checks.learner.Loopback``, reached only through plain-data messages), with the same
+verdict and the same message.
 """
 import copy
 from functools import partial
@@ -22,8 +26,8 @@ from torchvision.models import convnext, densenet, efficientnet, mobilenetv2, mo
 from torchvision.models import vision_transformer
 
 import zoo_networks as zoo
-from course_utils.checks import architectures
-from course_utils.checks.architectures import check_same_architecture
+from course_utils.checks import architectures, learner
+from course_utils.checks.architectures import check_same_architecture as check_in_process
 
 SMALL = (2, 3, 32, 32)  # (N, C, H, W) for the small configurations
 MEDIUM = (2, 3, 64, 64)  # for the full-size networks, and where 32x32 would leave 1x1 maps too early
@@ -44,8 +48,26 @@ def seeded():
     torch.manual_seed(0)
 
 
-def passes(learner, reference, input_shape, name):
-    check_same_architecture(learner, reference, input_shape, name=name)
+MODE = ["in-process"]
+
+
+@pytest.fixture(autouse=True, params=["in-process", "split"])
+def mode(request):
+    """Each test in both modes of the check: in the learner's process, and split as under the grader."""
+    MODE[0] = request.param
+    yield request.param
+    MODE[0] = "in-process"
+
+
+def check_same_architecture(model, reference, input_shape, name="architecture"):
+    if MODE[0] == "in-process":
+        return check_in_process(model, reference, input_shape, name=name)
+    with learner.Loopback({"model": model}) as kernel:
+        return check_in_process(kernel.handle("model"), reference, input_shape, name=name)
+
+
+def passes(model, reference, input_shape, name):
+    check_same_architecture(model, reference, input_shape, name=name)
 
 
 # --------------------------------------------------------------------------- torchvision's references, small
