@@ -8,6 +8,8 @@ its learner's row of the gradebook and feedback file.
 """
 import copy
 import csv
+import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -27,6 +29,7 @@ REPO_DIR = TESTS_DIR.parent
 POINTS = {"t-add": 2, "t-square": 3, "t-double": 1, "t-double-hidden": 4}
 FULL = sum(POINTS.values())
 SANDBOXED = landlock_abi() > 0
+KILLS_ARE_SCOPED = landlock_abi() >= 6  # Landlock's signal scoping (Linux 6.12)
 
 ADD = 'def add(a, b):\n    """Sum."""\n    ### BEGIN SOLUTION\n    return np.add(a, b)\n    ### END SOLUTION'
 SQUARE = 'def square(x):\n    """Square."""\n    ### BEGIN SOLUTION\n    return x * x\n    ### END SOLUTION'
@@ -131,7 +134,7 @@ def make_class(solution, exercise, paths):
     fixed_later = with_cell_after(with_source(solved, "def double(", WRONG["double"]), "def double(",
                                   "def double(x):\n    return x + x")
 
-    return {
+    learners = {
         "correct": (solved, full, "completed"),
         "partly_correct": (with_source(solved, "def square(", WRONG["square"]), no_square, "completed"),
         "exercise_unsolved": (exercise, zero, "completed"),
@@ -222,7 +225,101 @@ def make_class(solution, exercise, paths):
                                   zero, "completed"),
         "tamper_reads_others": (copy_from_others(wrong, [others / "correct" / "tiny.ipynb",
                                                          paths["solutions"] / "tiny.ipynb"]), zero, "completed"),
+        # attacks on the grader's design (issue 10): each one gains nothing, the checks run in the grader
+        "tamper_replace_grader_object": (with_cell_after(wrong, "import numpy",
+                                         "import builtins, types\n"
+                                         "builtins.__course_grader__ = types.SimpleNamespace(\n"
+                                         "    run_check=lambda *a, **k: print('✓ passed'))\n"), zero, "completed"),
+        "tamper_input_transformer": (with_cell_after(wrong, "import numpy",
+                                     "def gut(lines):\n"
+                                     "    return ['pass\\n'] if any('check' in line for line in lines) else lines\n"
+                                     "get_ipython().input_transformers_cleanup.append(gut)"), zero, "completed"),
+        "tamper_key_hunt_and_custom_exc": (with_cell_after(wrong, "import numpy",
+                                           "import gc\n"
+                                           "found = [o for o in gc.get_objects() if isinstance(o, (str, bytes))\n"
+                                           "         and len(o) in (32, 64)][:100]\n"
+                                           "get_ipython().set_custom_exc((Exception,), lambda *a, **k: print('ok'))\n"
+                                           "from IPython.display import display\n"
+                                           "for token in found:\n"
+                                           "    display({'application/x-course-grader-token': str(token)}, raw=True)"),
+                                           zero, "completed"),
+        "tamper_frames": (with_source(wrong, "def add(", "def add(a, b):\n    import sys\n"
+                                      "    frame = sys._getframe(1)\n    while frame is not None:\n"
+                                      "        for name in ('expected', 'reference', 'want'):\n"
+                                      "            if name in frame.f_locals:\n"
+                                      "                return frame.f_locals[name]\n"
+                                      "        frame = frame.f_back\n    return a - b"), zero, "completed"),
+        "tamper_callable_objects": (with_cell_after(wrong, "import numpy",
+                                    "class Yes:\n    def __call__(self, *args, **kwargs):\n        return True\n"
+                                    "np.allclose = Yes()\nnp.add = Yes()\nimport numpy.testing\n"
+                                    "np.testing.assert_allclose = Yes()\n"), zero, "completed"),
+        "tamper_lying_array": (with_source(with_source(wrong, "def add(",
+                                           "class Liar(np.ndarray):\n"
+                                           "    def __array_ufunc__(self, *args, **kwargs):\n        return True\n"
+                                           "    def __eq__(self, other):\n        return True\n"
+                                           "    __ne__ = lambda self, other: False\n"
+                                           "def add(a, b):\n    return np.asarray(a - b, dtype=float).view(Liar)"),
+                                           "def square(", "def square(x):\n    return (x + x).view(Liar)"),
+                               zero, "completed"),
+        "tamper_lying_scalar": (with_source(wrong, "def double(",
+                                            "class Always(np.float64):\n"
+                                            "    def __eq__(self, other):\n        return True\n"
+                                            "    def __ne__(self, other):\n        return False\n"
+                                            "def double(x):\n    return Always(x)"), zero, "completed"),
+        "tamper_setprofile_and_trace": (with_cell_after(wrong, "import numpy",
+                                        "import sys, threading\n"
+                                        "def spy(frame, event, arg):\n"
+                                        "    if 'expected' in frame.f_locals:\n"
+                                        "        frame.f_locals['received'] = frame.f_locals['expected']\n"
+                                        "    return spy\n"
+                                        "sys.setprofile(spy)\nsys.settrace(spy)\nthreading.setprofile(spy)"),
+                                        zero, "completed"),
+        "tamper_fast_sigalrm": (with_cell_after(wrong, "import numpy",
+                                "import signal\nticks = [0]\n"
+                                "def tick(*args):\n    ticks[0] += 1\n"
+                                "signal.signal(signal.SIGALRM, tick)\n"
+                                "signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)"), zero, "completed"),
+        "tamper_torch_reference": (with_cell_after(wrong, "import numpy",
+                                   "import torch\nfrom torch.overrides import TorchFunctionMode\n"
+                                   "class Zeros(TorchFunctionMode):\n"
+                                   "    def __torch_function__(self, func, types, args=(), kwargs=None):\n"
+                                   "        result = func(*args, **(kwargs or {}))\n"
+                                   "        return torch.zeros_like(result) if isinstance(result, torch.Tensor) "
+                                   "else result\n"
+                                   "Zeros().__enter__()\n"
+                                   "library = torch.library.Library('aten', 'IMPL')\n"
+                                   "library.impl('mul.Tensor', lambda a, b: a + b, 'CPU')"), zero, "completed"),
+        "tamper_kernel_memory_and_proc": (with_cell_after(wrong, "import numpy",
+                                          "import os\nfor name in ('mem', 'environ', 'maps'):\n"
+                                          "    try:\n        with open(f'/proc/{os.getppid()}/{name}', 'rb') as f:\n"
+                                          "            print(name, f.read(100))\n"
+                                          "    except OSError as error:\n        print('blocked:', error)"),
+                                          zero, "completed"),
+        # faults of a correct submission: every check still scores
+        "fault_stdout_closed": (with_cell_after(solved, "import numpy", "import sys\nsys.stdout.close()\n"
+                                                "sys.stderr.close()"), full, "completed"),
+        "fault_lone_surrogate": (with_cell_after(solved, "import numpy", 'text = "\ud800 unpaired"'), full,
+                                 "completed"),
+        "fault_deletes_working_folder": (with_cell_after(solved, "import numpy",
+                                         "import os, shutil\nshutil.rmtree(os.getcwd())"), full, "completed"),
+        "fault_fills_working_folder": (with_cell_after(solved, "import numpy",
+                                       "with open('filler.bin', 'wb') as f:\n"
+                                       "    for _ in range(300):\n        f.write(bytes(2**20))"), full,
+                                       "completed"),
+        "fault_changes_directory": (with_cell_after(solved, "import numpy", "import os\nos.chdir('/')"), full,
+                                    "completed"),
     }
+    if KILLS_ARE_SCOPED:
+        # every process it can see is sent SIGKILL, unless the sandbox is missing: then it says so (and fails)
+        learners["tamper_kills_everyone"] = (with_cell_after(wrong, "import numpy",
+                                             "import os, signal\ntry:\n    os.kill(os.getppid(), 0)\n"
+                                             "    raise SystemExit('NOT SANDBOXED: not killing anything')\n"
+                                             "except PermissionError:\n    pass\n"
+                                             "for pid in [int(p) for p in os.listdir('/proc') if p.isdigit()]:\n"
+                                             "    if pid != os.getpid():\n        try:\n"
+                                             "            os.kill(pid, signal.SIGKILL)\n"
+                                             "        except OSError:\n            pass"), zero, "completed")
+    return learners
 
 
 @pytest.fixture(scope="module")
@@ -239,10 +336,20 @@ def graded(tmp_path_factory):
     for learner, (notebook, _, _) in learners.items():
         folder = paths["submissions"] / learner
         folder.mkdir(parents=True)
-        text = notebook if isinstance(notebook, str) else nbformat.writes(notebook)
+        # json.dumps escapes a lone surrogate as \ud800, as a notebook file written by Jupyter may hold it
+        text = notebook if isinstance(notebook, str) else json.dumps(notebook)
         (folder / "tiny.ipynb").write_text(text, encoding="utf-8")
     (paths["submissions"] / "no_submission").mkdir()
-    options = grade.Options(cell_timeout=5, submission_timeout=90, memory_mb=2048, jobs=2)
+    # links: to the solution, to a classmate's notebook, to a classmate's folder; a hard link to the solution
+    (paths["submissions"] / "link_to_solution").mkdir()
+    (paths["submissions"] / "link_to_solution" / "tiny.ipynb").symlink_to(paths["solutions"] / "tiny.ipynb")
+    (paths["submissions"] / "link_to_classmate").mkdir()
+    (paths["submissions"] / "link_to_classmate" / "tiny.ipynb").symlink_to(paths["submissions"] / "correct" / "tiny.ipynb")
+    (paths["submissions"] / "linked_folder").symlink_to(paths["submissions"] / "correct", target_is_directory=True)
+    (paths["submissions"] / "flat_link.ipynb").symlink_to(paths["solutions"] / "tiny.ipynb")
+    (paths["submissions"] / "hard_link").mkdir()
+    os.link(paths["solutions"] / "tiny.ipynb", paths["submissions"] / "hard_link" / "tiny.ipynb")
+    options = grade.Options(cell_timeout=5, submission_timeout=90, memory_mb=4096, jobs=2)
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(TESTS_DIR))
         patch.setenv("PYTHONPATH", str(TESTS_DIR))
@@ -275,11 +382,43 @@ def test_gradebook_gives_exactly_the_expected_points(graded, learner):
 
 
 @pytest.mark.parametrize("learner", ["tamper_redefine_checks", "tamper_patch_common", "tamper_builtins_and_import",
-                                     "tamper_numpy", "tamper_numpy_inside_call", "tamper_prints_passed"])
+                                     "tamper_numpy", "tamper_numpy_inside_call", "tamper_prints_passed",
+                                     "tamper_replace_grader_object", "tamper_input_transformer",
+                                     "tamper_key_hunt_and_custom_exc", "tamper_frames", "tamper_callable_objects",
+                                     "tamper_lying_array", "tamper_setprofile_and_trace", "tamper_fast_sigalrm",
+                                     "tamper_torch_reference", "tamper_kernel_memory_and_proc"]
+                         + (["tamper_kills_everyone"] if KILLS_ARE_SCOPED else []))
 def test_tampering_checks_still_run_and_report_the_real_failure(graded, learner):
     """The wrong ``add`` fails the genuine check (with its message), not a crash of the tampering."""
     add = next(c for c in graded["results"][learner].checks if c.check_id == "t-add")
     assert "case 0: output[] is -1, expected 3" in add.message, add.message
+
+
+@pytest.mark.parametrize("learner", ["link_to_solution", "link_to_classmate", "linked_folder", "flat_link",
+                                     "hard_link"])
+def test_links_are_never_followed(graded, learner):
+    """A submission that is a symbolic or hard link (to the solution, a classmate's file or folder) is not read."""
+    row = graded["rows"][learner]
+    assert (row["status"], float(row["total"])) == ("invalid-notebook", 0), row
+    text = feedback_of(graded, learner)
+    assert "link" in text and "def add" not in text and "np.add(a, b)" not in text
+
+
+def test_faults_keep_the_points_and_are_explained(graded):
+    """Closed stdout, a lone surrogate, a deleted or filled working folder, another working directory: full marks."""
+    assert "I/O operation on closed file" in feedback_of(graded, "fault_stdout_closed") or \
+        graded["rows"]["fault_stdout_closed"]["total"] == str(FULL)
+    assert "not valid Unicode" in feedback_of(graded, "fault_lone_surrogate")
+    assert "deleted its working folder" in feedback_of(graded, "fault_deletes_working_folder")
+    assert "File too large" in feedback_of(graded, "fault_fills_working_folder")
+
+
+@pytest.mark.skipif(not KILLS_ARE_SCOPED, reason="Landlock signal scoping needs Linux 6.12 or later")
+def test_a_kernel_that_signals_everyone_stops_nobody(graded):
+    """The killer scored zero, everyone else was graded, and the gradebook was written."""
+    assert "NOT SANDBOXED" not in feedback_of(graded, "tamper_kills_everyone")
+    assert graded["rows"]["correct"]["total"] == str(FULL)
+    assert all(r.status != "grader-error" for r in graded["results"].values())
 
 
 def test_missing_submission_is_listed_with_zero(graded):

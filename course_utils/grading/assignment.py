@@ -75,7 +75,7 @@ def find_submissions(submissions_dir, assignment):
             continue
         if entry.is_dir():
             notebook = entry / f"{assignment}.ipynb"
-            found[entry.name] = notebook if notebook.is_file() else None
+            found[entry.name] = notebook if notebook.is_file() or notebook.is_symlink() else None
         elif entry.suffix == ".ipynb" and entry.stem not in found:
             found[entry.stem] = entry
     return sorted(found.items())

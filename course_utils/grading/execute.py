@@ -295,6 +295,8 @@ def _worker(plan, assignment, options, connection):
     try:
         os.chmod(root, 0o700)
         work.mkdir()
+        marker = work / ".course-grade-folder"  # gone at the end: the learner's code deleted the folder
+        marker.write_text("the grader's working folder for one submission\n", encoding="utf-8")
         (work / ".matplotlib").mkdir()
         _copy_matplotlib_font_cache(work / ".matplotlib")
         threads = max(1, (os.cpu_count() or 1) // max(1, options.jobs))
@@ -339,6 +341,9 @@ def _worker(plan, assignment, options, connection):
                     record["replaced_text"] = True
             record["index"] = index
             connection.send(record)
+        if not marker.is_file():
+            connection.send({"index": None, "note": "the notebook deleted its working folder; the checks do not "
+                                                    "need it, so grading went on"})
     finally:
         if client is not None:
             client.stop_channels()

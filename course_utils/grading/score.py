@@ -86,6 +86,7 @@ def score(assignment, cells, records, event, options):
     if not records and event is None:
         status = "grader-error"
         notes.append("the grader's worker reported no cell (it was killed?)")
+    notes += [str(r["note"])[:500] for r in records if r.get("index") is None and r.get("note")]
     replaced = [rest[0] for i, (kind, *rest) in enumerate(cells) if kind == "learner"
                 and by_index.get(i, {}).get("replaced_text")]
     if replaced:
