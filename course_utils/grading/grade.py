@@ -55,7 +55,6 @@ class Options:
     cell_timeout: float = 120.0  # seconds one cell may run (--timeout)
     submission_timeout: float = 900.0  # seconds a whole submission may run
     memory_mb: int = 8192  # address-space limit (RLIMIT_AS) of one kernel, MiB
-    output_chars: int = 2_000_000  # stdout and stderr of a kernel together, past which output is dropped
     jobs: int = 1  # submissions executed at the same time
     allow_read: tuple = ()  # further folders the learners' code may read (--allow-read)
     show_hidden_messages: bool = False  # hidden checks' failure messages in the feedback
