@@ -295,6 +295,14 @@ def make_class(solution, exercise, paths):
                                           "            print(name, f.read(100))\n"
                                           "    except OSError as error:\n        print('blocked:', error)"),
                                           zero, "completed"),
+        # a learner's function that never returns, when the check calls it
+        "loop_inside_function": (with_source(solved, "def square(", "def square(x):\n    while True:\n        pass"),
+                                 no_square, "cell-timeout"),
+        "uninterruptible_function": (with_source(solved, "def square(",
+                                                 "def square(x):\n    while True:\n        try:\n"
+                                                 "            while True:\n                pass\n"
+                                                 "        except KeyboardInterrupt:\n            pass"),
+                                     only_add, "cell-timeout"),
         # faults of a correct submission: every check still scores
         "fault_stdout_closed": (with_cell_after(solved, "import numpy", "import sys\nsys.stdout.close()\n"
                                                 "sys.stderr.close()"), full, "completed"),
