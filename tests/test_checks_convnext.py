@@ -4,6 +4,9 @@ The correct pieces are written out here in plain PyTorch from the paper (Liu et 
 independently of the checks' references (torchvision's ``CNBlock``, ``LayerNorm2d``, ``ConvNeXt``); each wrong
 piece changes one thing.
 """
+import re
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +14,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from course_utils.checks import convnext as checks
+from course_utils.checks import learner
 
 
 def stub(*args, **kwargs):
@@ -100,7 +104,7 @@ def test_layer_norm_check_fails_on_the_stub():
         checks.check_layer_norm_2d(stub)
 
 
-@pytest.mark.parametrize("options, message", [
+LAYER_NORM_WRONG_ANSWERS = [
     ({"axes": (1, 2, 3)}, r"a small tensor.*output\["),  # nn.LayerNorm([C, H, W]): one mean per sample
     ({"axes": (2, 3)}, r"a small tensor.*output\["),  # instance norm
     ({"axes": (0, 2, 3)}, r"a small tensor.*output\["),  # batch statistics
@@ -110,8 +114,13 @@ def test_layer_norm_check_fails_on_the_stub():
     ({"broadcast_last": True}, r"a small tensor.*raised RuntimeError"),
     ({"detach_statistics": True}, r"a small tensor.*gradient of the loss with respect to x"),
     ({"channels_last_output": True}, r"output \(N, C, H, W\) has shape \(2, 4, 5, 3\), expected \(2, 3, 4, 5\)"),
-], ids=["over C, H and W", "over H and W", "over the batch", "unbiased variance", "eps outside the square root",
-        "eps 1e-5 by default", "weight broadcast over W", "statistics detached", "output left channels last"])
+]
+LAYER_NORM_WRONG_IDS = ["over C, H and W", "over H and W", "over the batch", "unbiased variance",
+                        "eps outside the square root", "eps 1e-5 by default", "weight broadcast over W",
+                        "statistics detached", "output left channels last"]
+
+
+@pytest.mark.parametrize("options, message", LAYER_NORM_WRONG_ANSWERS, ids=LAYER_NORM_WRONG_IDS)
 def test_layer_norm_check_fails_on_wrong_answers(options, message):
     with pytest.raises(AssertionError, match=f"(?s){message}"):
         checks.check_layer_norm_2d(lambda C, eps=1e-6: LayerNorm2d(C, eps, **options))
@@ -132,13 +141,16 @@ def test_layer_norm_check_fails_when_the_eps_argument_is_ignored():
         checks.check_layer_norm_2d(lambda C, eps=1e-6: LayerNorm2d(C))
 
 
-def test_layer_norm_check_fails_without_learnable_weight_and_bias():
-    class NoAffine(LayerNorm2d):
-        def __init__(self, num_channels, eps=1e-6):
-            super().__init__(num_channels, eps)
-            del self.weight
-            self.register_buffer("weight", torch.ones(num_channels))
+class NoAffine(LayerNorm2d):
+    """A weight that is a buffer, not a learnable parameter."""
 
+    def __init__(self, num_channels, eps=1e-6):
+        super().__init__(num_channels, eps)
+        del self.weight
+        self.register_buffer("weight", torch.ones(num_channels))
+
+
+def test_layer_norm_check_fails_without_learnable_weight_and_bias():
     with pytest.raises(AssertionError, match=r"LayerNorm2d\(3\)\.weight should be a learnable nn\.Parameter of 3 "
                                              r"values .* got a Tensor of shape \(3,\)"):
         checks.check_layer_norm_2d(NoAffine)
@@ -225,7 +237,7 @@ def test_block_check_fails_on_the_stub():
         checks.check_convnext_block(stub)
 
 
-@pytest.mark.parametrize("options, message", [
+BLOCK_WRONG_ANSWERS = [
     ({"with_layer_scale": False}, r"the reference's parameter layer_scale of shape \(16, 1, 1\) has no counterpart"),
     ({"layer_scale_after_add": True}, r"the reference's mul .* has no counterpart"),
     ({"norm": "group"}, r"the reference's layer_norm .* has no counterpart"),
@@ -240,10 +252,14 @@ def test_block_check_fails_on_the_stub():
     ({"residual": False}, r"the reference's add .* has no counterpart"),
     ({"layer_scale_start": 1e-6}, r"layer_scale=0\.3\): no parameter holds 16 values equal to 0\.3"),
     ({"stochastic_depth_mode": "batch"}, r"every sample's branch was (dropped|kept).*mode='row'"),
-], ids=["layer scale missing", "layer scale after the residual add", "group norm over C, H and W",
-        "nn.LayerNorm on channels first (over W)", "batch norm",
-        "eps 1e-5", "GELU tanh approximation", "ReLU", "expansion ratio 2", "3x3 kernel", "dense 7x7 convolution",
-        "no residual", "layer scale ignores its argument", "stochastic depth per batch"])
+]
+BLOCK_WRONG_IDS = ["layer scale missing", "layer scale after the residual add", "group norm over C, H and W",
+                   "nn.LayerNorm on channels first (over W)", "batch norm", "eps 1e-5", "GELU tanh approximation",
+                   "ReLU", "expansion ratio 2", "3x3 kernel", "dense 7x7 convolution", "no residual",
+                   "layer scale ignores its argument", "stochastic depth per batch"]
+
+
+@pytest.mark.parametrize("options, message", BLOCK_WRONG_ANSWERS, ids=BLOCK_WRONG_IDS)
 def test_block_check_fails_on_wrong_answers(options, message):
     with pytest.raises(AssertionError, match=f"(?s){message}"):
         checks.check_convnext_block(lambda dim, **kw: BlockChannelsLast(dim, **kw, **options))
@@ -302,15 +318,20 @@ def test_stage_check_fails_on_the_stub():
         checks.check_convnext_stage(stub)
 
 
-@pytest.mark.parametrize("options, message", [
+STAGE_WRONG_ANSWERS = [
     ({"norm": False}, r"the reference's parameter \S+ of shape \(8,\) has no counterpart"),
     ({"norm_eps": 1e-5}, r"input scaled by 0\.001 \(where eps matters\).*layer_norm"),
     ({"norm_after": True}, r"ConvNeXtStage\(8, 16, 2\).*the reference's parameter \S+ of shape \(8,\) has no counterpart"),
     ({"downsample_last": True}, r"ConvNeXtStage\(8, 16, 2\).*(no counterpart|shape)"),
     ({"kernel_size": 3, "padding": 1}, r"shape \(16, 8, 3, 3\).*\(16, 8, 2, 2\)|\(16, 8, 2, 2\)"),
     ({"blocks_missing": 1}, r"ConvNeXtStage\(8, 16, 2\).*has no counterpart"),
-], ids=["downsampling without its layer norm", "downsampling layer norm eps 1e-5", "layer norm after the conv",
-        "downsampling after the blocks", "3x3 downsampling convolution", "one block missing"])
+]
+STAGE_WRONG_IDS = ["downsampling without its layer norm", "downsampling layer norm eps 1e-5",
+                   "layer norm after the conv", "downsampling after the blocks", "3x3 downsampling convolution",
+                   "one block missing"]
+
+
+@pytest.mark.parametrize("options, message", STAGE_WRONG_ANSWERS, ids=STAGE_WRONG_IDS)
 def test_stage_check_fails_on_wrong_answers(options, message):
     with pytest.raises(AssertionError, match=f"(?s){message}"):
         checks.check_convnext_stage(lambda i, o, n: Stage(i, o, n, **options))
@@ -352,11 +373,104 @@ def test_tiny_check_fails_on_the_stub():
         checks.check_convnext_tiny(stub)
 
 
-@pytest.mark.parametrize("options, message", [
+TINY_WRONG_ANSWERS = [
     ({"stem_norm": False}, r"the reference's parameter \S+ of shape \(96,\) has no counterpart"),
     ({"depths": (3, 3, 6, 3)}, r"ConvNeXtTiny\(\).*has no counterpart"),
     ({"head_norm": False}, r"the reference's parameter \S+ of shape \(768,\) has no counterpart"),
-], ids=["stem without its layer norm", "ResNet-50's stage ratio", "head without its layer norm"])
+]
+TINY_WRONG_IDS = ["stem without its layer norm", "ResNet-50's stage ratio", "head without its layer norm"]
+
+
+@pytest.mark.parametrize("options, message", TINY_WRONG_ANSWERS, ids=TINY_WRONG_IDS)
 def test_tiny_check_fails_on_wrong_answers(options, message):
     with pytest.raises(AssertionError, match=f"(?s){message}"):
         checks.check_convnext_tiny(lambda: ConvNeXtTiny(**options))
+
+
+# --------------------------------------------------------------------------- split mode, as under course-grade
+# Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
+# (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
+# pass there too, and wrong ones fail with the message they get in the learner's notebook.
+
+def renamed(value, name):
+    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
+    if not isinstance(value, types.FunctionType):
+        return value
+    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
+    function.__kwdefaults__ = value.__kwdefaults__
+    return function
+
+
+def verdict(check, *arguments):
+    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
+    try:
+        check(*arguments)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def split_verdict(check, namespace):
+    """``verdict`` of ``check`` on handles of ``namespace``'s objects (the learner's names, in argument order)."""
+    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
+        return verdict(check, *(session.handle(name) for name in namespace))
+
+
+def assert_same_failure(check, namespace, message):
+    """``check`` fails on ``namespace``'s objects in-process and in split mode, with the same message, ``message``."""
+    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
+    assert in_process is not None and re.search(message, in_process, re.S), in_process
+    assert split_verdict(check, namespace) == in_process
+
+
+@pytest.mark.parametrize("check, namespace, summary", [
+    (checks.check_layer_norm_2d, {"LayerNorm2d": LayerNorm2d}, "LayerNorm2d: all 6 cases passed"),
+    (checks.check_layer_norm_2d, {"LayerNorm2d": LayerNorm2dSubclass}, "LayerNorm2d: all 6 cases passed"),
+    (checks.check_convnext_block, {"ConvNeXtBlock": BlockChannelsLast}, "ConvNeXtBlock: all 6 cases passed"),
+    (checks.check_convnext_block, {"ConvNeXtBlock": BlockChannelsFirst}, "ConvNeXtBlock: all 6 cases passed"),
+    (checks.check_convnext_stage, {"ConvNeXtStage": Stage}, "ConvNeXtStage: all 3 cases passed"),
+    (checks.check_convnext_tiny, {"ConvNeXtTiny": ConvNeXtTiny}, "ConvNeXt-Tiny: all 1 cases passed"),
+], ids=["LayerNorm2d", "nn.LayerNorm subclass", "block, channels last", "block, channels first", "stage", "tiny"])
+def test_right_answers_pass_in_split_mode(check, namespace, summary, capsys):
+    assert split_verdict(check, namespace) is None
+    assert summary in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, namespace, message", [
+    (checks.check_layer_norm_2d, {"LayerNorm2d": stub}, "LayerNorm2d is not implemented yet"),
+    (checks.check_convnext_block, {"ConvNeXtBlock": stub}, "ConvNeXtBlock is not implemented yet"),
+    (checks.check_convnext_stage, {"ConvNeXtStage": stub}, "ConvNeXtStage is not implemented yet"),
+    (checks.check_convnext_tiny, {"ConvNeXtTiny": stub}, "ConvNeXtTiny is not implemented yet"),
+    (checks.check_layer_norm_2d, {"LayerNorm2d": NoAffine},
+     r"LayerNorm2d\(3\)\.weight should be a learnable nn\.Parameter of 3 values .* got a Tensor of shape \(3,\)"),
+    (checks.check_layer_norm_2d, {"LayerNorm2d": lambda C, eps=1e-6: [LayerNorm2d(C, eps)]},
+     r"LayerNorm2d\(3\) should be an nn\.Module; got list"),
+    (checks.check_convnext_block, {"ConvNeXtBlock": lambda dim, **kw: BlockChannelsFirst(dim, **kw, eps=1e-5)},
+     r"input scaled by 0\.001 \(where eps matters\).*layer_norm"),
+    (checks.check_convnext_block, {"ConvNeXtBlock": lambda dim, **kw: BlockChannelsFirst(dim, **kw, rescale=False)},
+     r"keeps its residual branch without dividing it by 1 - p"),
+    (checks.check_convnext_block,
+     {"ConvNeXtBlock": lambda dim, **kw: BlockChannelsFirst(dim, **kw, elementwise=True)},
+     r"neither its input .* nor its input plus"),
+], ids=["LayerNorm2d stub", "block stub", "stage stub", "tiny stub", "weight not learnable", "not a module",
+        "hand-written layer norm with eps 1e-5", "stochastic depth without rescaling", "stochastic depth as dropout"])
+def test_wrong_answers_fail_with_the_same_message_in_split_mode(check, namespace, message):
+    assert_same_failure(check, namespace, message)
+
+
+@pytest.mark.parametrize("options, message", LAYER_NORM_WRONG_ANSWERS, ids=LAYER_NORM_WRONG_IDS)
+def test_wrong_layer_norms_fail_with_the_same_message_in_split_mode(options, message):
+    assert_same_failure(checks.check_layer_norm_2d, {"LayerNorm2d": lambda C, eps=1e-6: LayerNorm2d(C, eps, **options)},
+                        message)
+
+
+@pytest.mark.parametrize("options, message", BLOCK_WRONG_ANSWERS, ids=BLOCK_WRONG_IDS)
+def test_wrong_blocks_fail_with_the_same_message_in_split_mode(options, message):
+    assert_same_failure(checks.check_convnext_block,
+                        {"ConvNeXtBlock": lambda dim, **kw: BlockChannelsLast(dim, **kw, **options)}, message)
+
+
+@pytest.mark.parametrize("options, message", STAGE_WRONG_ANSWERS, ids=STAGE_WRONG_IDS)
+def test_wrong_stages_fail_with_the_same_message_in_split_mode(options, message):
+    assert_same_failure(checks.check_convnext_stage, {"ConvNeXtStage": lambda i, o, n: Stage(i, o, n, **options)},
+                        message)

@@ -8,12 +8,16 @@ classic ``x = torch.cat([x, new], 1)`` loop or torchvision's list of features); 
 """
 from collections import OrderedDict
 
+import re
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course_utils.checks import densenet as checks
+from course_utils.checks import learner
 
 
 def stub(*args, **kwargs):
@@ -398,3 +402,74 @@ def test_densenet_check_fails_on_the_concatenation_in_the_wrong_order():
 
     with pytest.raises(AssertionError, match=r"(?s)DenseNet-121: .*cat \(features\.denseblock1.*in another order"):
         checks.check_densenet121(lambda **sizes: DenseNet(**sizes, block=new_first))
+
+
+# --------------------------------------------------------------------------- split mode, as under course-grade
+# Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
+# (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
+# pass there too, and wrong ones fail with the message they get in the learner's notebook.
+
+def renamed(value, name):
+    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
+    if not isinstance(value, types.FunctionType):
+        return value
+    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
+    function.__kwdefaults__ = value.__kwdefaults__
+    return function
+
+
+def verdict(check, *arguments):
+    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
+    try:
+        check(*arguments)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def split_verdict(check, namespace):
+    """``verdict`` of ``check`` on handles of ``namespace``'s objects (the learner's names, in argument order)."""
+    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
+        return verdict(check, *(session.handle(name) for name in namespace))
+
+
+def assert_same_failure(check, namespace, message):
+    """``check`` fails on ``namespace``'s objects in-process and in split mode, with the same message, ``message``."""
+    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
+    assert in_process is not None and re.search(message, in_process, re.S), in_process
+    assert split_verdict(check, namespace) == in_process
+
+
+@pytest.mark.parametrize("check, namespace, summary", [
+    (checks.check_dense_layer, {"DenseLayer": FunctionalDenseLayer}, "DenseLayer: all 3 cases passed"),
+    (checks.check_dense_block, {"DenseBlock": ListDenseBlock}, "DenseBlock: all 3 cases passed"),
+    (checks.check_transition, {"Transition": sequential_transition}, "Transition: all 3 cases passed"),
+    (checks.check_densenet121, {"DenseNet": DenseNet}, "DenseNet-121: all 2 cases passed"),
+], ids=["DenseLayer", "DenseBlock", "Transition", "DenseNet"])
+def test_right_answers_pass_in_split_mode(check, namespace, summary, capsys):
+    assert split_verdict(check, namespace) is None
+    assert summary in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, namespace, message", [
+    (checks.check_dense_layer, {"DenseLayer": stub}, r"DenseLayer is not implemented yet \(DenseLayer\(64, "),
+    (checks.check_dense_block, {"DenseBlock": stub}, r"DenseBlock is not implemented yet"),
+    (checks.check_transition, {"Transition": stub}, r"Transition is not implemented yet"),
+    (checks.check_densenet121, {"DenseNet": stub}, r"DenseNet is not implemented yet"),
+    (checks.check_dense_layer, {"DenseLayer": lambda i, k, b: DenseLayer(i, k, b, fixed_growth=32)},
+     r"DenseLayer\(24, growth_rate=12, bn_size=2\).*has shape \(64, 24, 1, 1\), the reference's \(24, 24, 1, 1\)"),
+    (checks.check_dense_layer, {"DenseLayer": lambda i, k, b: DenseLayer(i, k, b, return_concatenation=True)},
+     r"the learner's cat \(the model's forward, DenseLayer\) \(output \(2, 96, 8, 8\)\) has no counterpart"),
+    (checks.check_dense_block, {"DenseBlock": lambda n, i, k, b: DenseBlock(n, i, k, b, new_first=True)},
+     r"DenseBlock\(3, 16, .*the reference's cat \(denselayer2.*in another order"),
+    (checks.check_dense_block, {"DenseBlock": lambda n, i, k, b: DenseBlock(n, i, k, b, drop_input=True)},
+     r"DenseBlock\(3, 16, .*the learner's cat .* never reaches the model's output"),
+    (checks.check_transition, {"Transition": lambda i, o: Transition(i, o, pool=F.max_pool2d)},
+     r"Transition\(256, 128\).*the reference's avg_pool2d .* applies max_pool2d"),
+    (checks.check_densenet121, {"DenseNet": lambda **sizes: DenseNet(**sizes, final_norm=False)},
+     r"DenseNet-121: .*the reference's parameter features\.norm5\.weight .*no counterpart"),
+], ids=["DenseLayer stub", "DenseBlock stub", "Transition stub", "DenseNet stub", "growth rate written in",
+        "layer returning the concatenation", "concatenation order", "input dropped", "max pooling",
+        "no final batch norm"])
+def test_wrong_answers_fail_with_the_same_message_in_split_mode(check, namespace, message):
+    assert_same_failure(check, namespace, message)

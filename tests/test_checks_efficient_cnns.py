@@ -6,12 +6,16 @@ stochastic depth), independently of the check's references (torchvision's blocks
 differently on purpose (functions instead of modules, linear layers instead of 1x1 convolutions, indexing instead of
 a reshape). Each wrong block changes one thing.
 """
+import re
+import types
+
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from course_utils.checks import efficient_cnns as checks
+from course_utils.checks import learner
 
 
 def stub(*args, **kwargs):
@@ -503,3 +507,106 @@ def test_mbconv_check_fails_when_dropping_without_a_residual():
     with pytest.raises(AssertionError, match=r"\(no residual connection\) in training mode on 64 images: the output "
                                              r"differs"):
         checks.check_mbconv(mbconv(drop="everywhere"))
+
+
+# --------------------------------------------------------------------------- split mode, as under course-grade
+# Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
+# (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
+# pass there too, and wrong ones fail with the message they get in the learner's notebook.
+
+def renamed(value, name):
+    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
+    if not isinstance(value, types.FunctionType):
+        return value
+    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
+    function.__kwdefaults__ = value.__kwdefaults__
+    return function
+
+
+def verdict(check, *arguments):
+    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
+    try:
+        check(*arguments)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def split_verdict(check, namespace):
+    """``verdict`` of ``check`` on handles of ``namespace``'s objects (the learner's names, in argument order)."""
+    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
+        return verdict(check, *(session.handle(name) for name in namespace))
+
+
+def assert_same_failure(check, namespace, message):
+    """``check`` fails on ``namespace``'s objects in-process and in split mode, with the same message, ``message``."""
+    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
+    assert in_process is not None and re.search(message, in_process, re.S), in_process
+    assert split_verdict(check, namespace) == in_process
+
+
+def shuffle_by_stack(x, groups):
+    return torch.stack(x.chunk(groups, dim=1), dim=2).flatten(1, 2)  # (N, C/g, g, H, W) -> (N, C, H, W)
+
+
+class BufferOnlyWhenDropping(MBConv):
+    """A block whose state dict depends on stochastic_depth_prob: a buffer only when it drops."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        if self.p > 0:
+            self.register_buffer("drop_probability", torch.tensor(float(self.p)))
+
+
+@pytest.mark.parametrize("check, namespace, summary", [
+    (checks.check_depthwise_separable, {"DepthwiseSeparable": DepthwiseSeparable}, "DepthwiseSeparable: all 4 cases"),
+    (checks.check_inverted_residual, {"InvertedResidual": InvertedResidual}, "InvertedResidual: all 6 cases passed"),
+    (checks.check_hard_swish, {"hard_swish": lambda x: x * F.relu6(x + 3) / 6}, "hard_swish: all 3 cases passed"),
+    (checks.check_squeeze_excitation, {"SqueezeExcitation": SqueezeExcitation}, "SqueezeExcitation: all 3 cases"),
+    (checks.check_channel_shuffle, {"channel_shuffle": shuffle_by_stack}, "channel_shuffle: all 6 cases passed"),
+    (checks.check_mbconv, {"MBConv": MBConv}, "MBConv: all 8 cases passed"),
+], ids=["DepthwiseSeparable", "InvertedResidual", "hard_swish", "SqueezeExcitation", "channel_shuffle", "MBConv"])
+def test_right_answers_pass_in_split_mode(check, namespace, summary, capsys):
+    assert split_verdict(check, namespace) is None
+    assert summary in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, name", [
+    (checks.check_depthwise_separable, "DepthwiseSeparable"), (checks.check_inverted_residual, "InvertedResidual"),
+    (checks.check_hard_swish, "hard_swish"), (checks.check_squeeze_excitation, "SqueezeExcitation"),
+    (checks.check_channel_shuffle, "channel_shuffle"), (checks.check_mbconv, "MBConv"),
+], ids=lambda value: value if isinstance(value, str) else value.__name__)
+def test_the_stubs_fail_with_the_same_message_in_split_mode(check, name):
+    assert_same_failure(check, {name: stub}, f"{name} is not implemented yet")
+
+
+@pytest.mark.parametrize("check, namespace, message", [
+    (checks.check_depthwise_separable, {"DepthwiseSeparable": lambda *a: DepthwiseSeparable(*a, pointwise_first=True)},
+     r"DepthwiseSeparable\(8, 16, stride=1\).*the reference's parameter"),
+    (checks.check_inverted_residual,
+     {"InvertedResidual": lambda i, o, s, t: InvertedResidual(i, o, s, t, residual="same channels")},
+     r"InvertedResidual\(32, 32, stride=2, expand_ratio=6\).*raised RuntimeError"),
+    (checks.check_hard_swish, {"hard_swish": F.relu}, r"hard_swish on a grid.*hard_swish\(x\)\[9\] is 0, expected"),
+    (checks.check_hard_swish, {"hard_swish": lambda x: x.mul_(F.relu6(x + 3) / 6)}, "changed its input in place"),
+    (checks.check_hard_swish, {"hard_swish": lambda x: x.tolist()}, "hard_swish should return a tensor; got list"),
+    (checks.check_squeeze_excitation,
+     {"SqueezeExcitation": lambda i, s, **o: SqueezeExcitation(i, s, use_scale_activation=False, **o)},
+     r"SqueezeExcitation\(72, 24, scale_activation=nn\.Hardsigmoid\).*the reference's hardsigmoid .*applies sigmoid"),
+    (checks.check_channel_shuffle,
+     {"channel_shuffle": lambda x, groups: x.reshape(x.shape[0], groups, -1, *x.shape[2:]).reshape(x.shape)},
+     r"output channel 1 holds input channel 1, .* input channel 3"),
+    (checks.check_mbconv, {"MBConv": mbconv(se_on="projection")},
+     r"MBConv\(32, 16, .*the reference's parameter block\.1\.fc1\.weight of shape \(8, 32, 1, 1\) has no"),
+    (checks.check_mbconv, {"MBConv": mbconv(drop="never")}, r"every image's residual branch is kept as it is"),
+    (checks.check_mbconv, {"MBConv": mbconv(drop="elements")}, r"neither its input .* one draw per image"),
+    (checks.check_mbconv, {"MBConv": mbconv(drop="unscaled")}, r"kept but not scaled by 1 / \(1 - p\) = 1\.33333"),
+    (checks.check_mbconv, {"MBConv": mbconv(drop="keep probability")}, r"gives values that are not finite"),
+    (checks.check_mbconv, {"MBConv": mbconv(drop="everywhere")}, r"\(no residual connection\) in training mode"),
+    (checks.check_mbconv, {"MBConv": BufferOnlyWhenDropping},
+     r"should hold the same parameters and buffers .* does not load into the other: .*drop_probability"),
+], ids=["pointwise first", "residual on a stride-2 block", "ReLU for hard-swish", "input changed in place",
+        "a list for a tensor", "scale activation ignored", "shuffle without the transpose", "SE on the projection",
+        "no stochastic depth", "single values dropped", "kept branches unscaled", "p as the keep probability",
+        "dropping without a residual", "state dict depends on p"])
+def test_wrong_answers_fail_with_the_same_message_in_split_mode(check, namespace, message):
+    assert_same_failure(check, namespace, message)

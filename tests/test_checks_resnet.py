@@ -5,12 +5,16 @@ The correct blocks and networks are written out here in plain PyTorch, from He e
 answers come in several styles: torchvision's names, other names and nesting, a shortcut registered and computed
 before the main path, and a block written with ``torch.nn.functional`` on parameters of its own.
 """
+import re
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course_utils.checks import resnet as checks
+from course_utils.checks import learner
 
 
 def stub(*args, **kwargs):
@@ -408,3 +412,75 @@ def test_switch_check_fails_on_a_plain_block_that_keeps_its_projection():
 def test_switch_check_fails_on_a_plain_block_without_its_last_relu():
     with pytest.raises(AssertionError, match=r"Block\(8, 8, stride=1, residual=False\).*relu"):
         checks.check_plain_residual_switch(lambda *a, **k: Block(*a, **k, plain_last_relu=False))
+
+
+# --------------------------------------------------------------------------- split mode, as under course-grade
+# Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
+# (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
+# pass there too, and wrong ones fail with the message they get in the learner's notebook.
+
+def renamed(value, name):
+    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
+    if not isinstance(value, types.FunctionType):
+        return value
+    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
+    function.__kwdefaults__ = value.__kwdefaults__
+    return function
+
+
+def verdict(check, *arguments):
+    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
+    try:
+        check(*arguments)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def split_verdict(check, namespace):
+    """``verdict`` of ``check`` on handles of ``namespace``'s objects (the learner's names, in argument order)."""
+    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
+        return verdict(check, *(session.handle(name) for name in namespace))
+
+
+def assert_same_failure(check, namespace, message):
+    """``check`` fails on ``namespace``'s objects in-process and in split mode, with the same message, ``message``."""
+    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
+    assert in_process is not None and re.search(message, in_process, re.S), in_process
+    assert split_verdict(check, namespace) == in_process
+
+
+@pytest.mark.parametrize("check, namespace, summary", [
+    (checks.check_basic_block, {"BasicBlock": BasicBlock}, "BasicBlock: all 5 cases passed"),
+    (checks.check_basic_block, {"BasicBlock": FunctionalBlock}, "BasicBlock: all 5 cases passed"),
+    (checks.check_bottleneck, {"Bottleneck": ShortcutFirstBottleneck}, "Bottleneck: all 5 cases passed"),
+    (checks.check_resnet18, {"ResNet": ResNet, "BasicBlock": ShortcutFirstBlock}, "ResNet-18: all 1 cases passed"),
+    (checks.check_plain_residual_switch, {"Block": Block}, "Block (plain or residual): all 6 cases passed"),
+], ids=["BasicBlock", "functional BasicBlock", "Bottleneck", "ResNet-18 with the learner's block", "switch"])
+def test_right_answers_pass_in_split_mode(check, namespace, summary, capsys):
+    assert split_verdict(check, namespace) is None
+    assert summary in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, namespace, message", [
+    (checks.check_basic_block, {"BasicBlock": stub}, r"BasicBlock is not implemented yet"),
+    (checks.check_bottleneck, {"Bottleneck": stub}, r"Bottleneck is not implemented yet"),
+    (checks.check_resnet18, {"ResNet": stub, "BasicBlock": BasicBlock}, r"ResNet is not implemented yet"),
+    (checks.check_resnet50, {"ResNet": stub, "Bottleneck": Bottleneck}, r"ResNet is not implemented yet"),
+    (checks.check_plain_residual_switch, {"Block": stub}, r"Block is not implemented yet"),
+    (checks.check_basic_block, {"BasicBlock": lambda *a: BasicBlock(*a, shortcut_bn=False)},
+     r"BasicBlock\(8, 16, stride=1\).*downsample\.1\.weight of shape \(16,\) has no counterpart"),
+    (checks.check_basic_block, {"BasicBlock": lambda *a: BasicBlock(*a, reuse_bn=True)},
+     r"BasicBlock\(8, 8, stride=1\).*parameter bn2\.weight .* is never used"),
+    (checks.check_bottleneck, {"Bottleneck": lambda *a: Bottleneck(*a, stride_on_first=True)},
+     r"Bottleneck\(16, 8, stride=2\).*stride=\(2, 2\), the reference's has stride=\(1, 1\)"),
+    (checks.check_resnet18, {"ResNet": ResNet, "BasicBlock": ReluBeforeAddBlock}, r"ResNet-18.*add \(layer1\.0"),
+    (checks.check_plain_residual_switch, {"Block": lambda *a, **k: Block(*a, **k, ignore_switch=True)},
+     r"Block\(8, 8, stride=1, residual=False\).*the plain block adds two tensors computed from its input"),
+    (checks.check_plain_residual_switch, {"Block": lambda *a, **k: Block(*a, **k, plain_projection=True)},
+     r"Block\(8, 16, stride=2, residual=False\).*learner's parameter shortcut\.0\.weight .*has no counterpart"),
+], ids=["BasicBlock stub", "Bottleneck stub", "ResNet-18 stub", "ResNet-50 stub", "switch stub",
+        "shortcut without batch norm", "batch norm used twice", "stride on the first 1x1", "ResNet-18's wrong block",
+        "plain block always residual", "plain block keeps its projection"])
+def test_wrong_answers_fail_with_the_same_message_in_split_mode(check, namespace, message):
+    assert_same_failure(check, namespace, message)

@@ -3,11 +3,15 @@
 The correct models are written out here in plain PyTorch (from the papers' tables and torchvision's layout),
 independently of the check's references; each wrong model changes one thing.
 """
+import re
+import types
+
 import pytest
 import torch
 from torch import nn
 
 from course_utils.checks import vgg_nin_googlenet as checks
+from course_utils.checks import learner
 
 
 def stub(*args, **kwargs):
@@ -241,3 +245,73 @@ def test_googlenet_check_fails_on_5x5_convolutions():
 def test_googlenet_check_fails_on_a_wrong_concatenation_order():
     with pytest.raises(AssertionError, match=r"(?s)GoogLeNet.*cat \(inception3a"):
         checks.check_googlenet(lambda n: GoogLeNet(n, order=(0, 2, 1, 3)))
+
+
+# --------------------------------------------------------------------------- split mode, as under course-grade
+# Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
+# (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
+# pass there too, and wrong ones fail with the message they get in the learner's notebook.
+
+def renamed(value, name):
+    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
+    if not isinstance(value, types.FunctionType):
+        return value
+    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
+    function.__kwdefaults__ = value.__kwdefaults__
+    return function
+
+
+def verdict(check, *arguments):
+    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
+    try:
+        check(*arguments)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def split_verdict(check, namespace):
+    """``verdict`` of ``check`` on handles of ``namespace``'s objects (the learner's names, in argument order)."""
+    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
+        return verdict(check, *(session.handle(name) for name in namespace))
+
+
+def assert_same_failure(check, namespace, message):
+    """``check`` fails on ``namespace``'s objects in-process and in split mode, with the same message, ``message``."""
+    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
+    assert in_process is not None and re.search(message, in_process, re.S), in_process
+    assert split_verdict(check, namespace) == in_process
+
+
+@pytest.mark.parametrize("check, namespace, summary", [
+    (checks.check_vgg_block, {"vgg_block": vgg_block}, "vgg_block: all 4 cases passed"),
+    (checks.check_inception, {"Inception": Inception}, "Inception: all 2 cases passed"),
+    (checks.check_googlenet, {"GoogLeNet": GoogLeNet}, "GoogLeNet: all 1 cases passed"),
+], ids=["vgg_block", "Inception", "GoogLeNet"])
+def test_right_answers_pass_in_split_mode(check, namespace, summary, capsys):
+    assert split_verdict(check, namespace) is None
+    assert summary in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, namespace, message", [
+    (checks.check_vgg_block, {"vgg_block": stub}, r"vgg_block is not implemented yet"),
+    (checks.check_vgg16, {"VGG": stub}, r"VGG is not implemented yet"),
+    (checks.check_inception, {"Inception": stub}, r"Inception is not implemented yet"),
+    (checks.check_googlenet, {"GoogLeNet": stub}, r"GoogLeNet is not implemented yet"),
+    (checks.check_vgg_block, {"vgg_block": lambda n, i, o: list(vgg_block(n, i, o))},
+     r"vgg_block\(1, 3, 8\) on a 16x16 input: vgg_block should return an nn.Module; got list"),
+    (checks.check_vgg16, {"VGG": lambda arch, n: VGG}, r"VGG should return an nn.Module; got type"),
+    (checks.check_vgg_block, {"vgg_block": lambda n, i, o: vgg_block(n, i, o, relu=False)},
+     r"vgg_block\(1, 3, 8\).*relu"),
+    (checks.check_vgg_block, {"vgg_block": lambda n, i, o: vgg_block(n, i, o, pool_first=True)},
+     r"vgg_block\(1, 3, 8\).*max_pool2d"),
+    (checks.check_inception, {"Inception": lambda *c: Inception(*c, five=5)},
+     r"parameter branch3.1.conv.weight \(paired by name\): the learner's has shape \(32, 16, 5, 5\)"),
+    (checks.check_inception, {"Inception": lambda *c: Inception(*c, order=(1, 0, 2, 3))},
+     r"Inception\(192, 64, 96, 128, 16, 32, 32\).*cat"),
+    (checks.check_googlenet, {"GoogLeNet": lambda n: GoogLeNet(n, pool3=False)}, r"GoogLeNet.*max_pool2d \(maxpool3"),
+], ids=["vgg_block stub", "VGG stub", "Inception stub", "GoogLeNet stub", "a list of layers", "a class returned",
+        "no ReLU", "pool before the convolutions", "5x5 convolution", "concatenation order",
+        "GoogLeNet without a pool"])
+def test_wrong_answers_fail_with_the_same_message_in_split_mode(check, namespace, message):
+    assert_same_failure(check, namespace, message)

@@ -5,12 +5,16 @@ independently of the checks' references; each wrong part changes one thing.
 """
 import math
 
+import re
+import types
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course_utils.checks import vision_transformer as checks
+from course_utils.checks import learner
 
 
 def stub(*args, **kwargs):
@@ -268,3 +272,86 @@ def test_encoder_block_check_fails_on_the_default_layer_norm_eps():
     with pytest.raises(AssertionError, match=r"(?s)EncoderBlock\(num_heads=4.*layer_norm \(ln_1, LayerNorm\) with "
                                              r"eps=1e-05, the reference's has eps=1e-06"):
         checks.check_encoder_block(DefaultEps)
+
+
+# --------------------------------------------------------------------------- split mode, as under course-grade
+# Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
+# (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
+# pass there too, and wrong ones fail with the message they get in the learner's notebook.
+
+def renamed(value, name):
+    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
+    if not isinstance(value, types.FunctionType):
+        return value
+    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
+    function.__kwdefaults__ = value.__kwdefaults__
+    return function
+
+
+def verdict(check, *arguments):
+    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
+    try:
+        check(*arguments)
+    except AssertionError as error:
+        return str(error)
+    return None
+
+
+def split_verdict(check, namespace):
+    """``verdict`` of ``check`` on handles of ``namespace``'s objects (the learner's names, in argument order)."""
+    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
+        return verdict(check, *(session.handle(name) for name in namespace))
+
+
+def assert_same_failure(check, namespace, message):
+    """``check`` fails on ``namespace``'s objects in-process and in split mode, with the same message, ``message``."""
+    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
+    assert in_process is not None and re.search(message, in_process, re.S), in_process
+    assert split_verdict(check, namespace) == in_process
+
+
+@pytest.mark.parametrize("check, namespace, summary", [
+    (checks.check_patch_embedding, {"patch_embedding": embed_by_conv}, "patch_embedding: all 3 cases passed"),
+    (checks.check_scaled_dot_product_attention, {"scaled_dot_product_attention": attention_by_einsum},
+     "scaled_dot_product_attention: all 3 cases passed"),
+    (checks.check_multi_head_attention, {"MultiHeadAttention": MultiHeadAttention},
+     "MultiHeadAttention: all 3 cases passed"),
+    (checks.check_multi_head_attention, {"MultiHeadAttention": TorchMultiHeadAttention},
+     "MultiHeadAttention: all 3 cases passed"),
+    (checks.check_encoder_block, {"EncoderBlock": EncoderBlock}, "EncoderBlock: all 2 cases passed"),
+], ids=["patch_embedding", "attention", "MultiHeadAttention", "nn.MultiheadAttention", "EncoderBlock"])
+def test_right_answers_pass_in_split_mode(check, namespace, summary, capsys):
+    assert split_verdict(check, namespace) is None
+    assert summary in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, namespace, message", [
+    (checks.check_patch_embedding, {"patch_embedding": stub}, "patch_embedding is not implemented yet"),
+    (checks.check_scaled_dot_product_attention, {"scaled_dot_product_attention": stub},
+     "scaled_dot_product_attention is not implemented yet"),
+    (checks.check_multi_head_attention, {"MultiHeadAttention": stub}, "MultiHeadAttention is not implemented yet"),
+    (checks.check_encoder_block, {"EncoderBlock": stub}, "EncoderBlock is not implemented yet"),
+    (checks.check_patch_embedding, {"patch_embedding": lambda *a: embed_by_unfold(*a, view=True)},
+     r"images \(2, 3, 32, 32\).*`F.unfold\(...\)` followed by `.view"),
+    (checks.check_patch_embedding, {"patch_embedding": lambda *a: embed_by_unfold(*a, cls_last=True)},
+     r"class token placed after the patches"),
+    (checks.check_patch_embedding, {"patch_embedding": lambda *a: embed_by_conv(*a).numpy()},
+     r"the tokens should be a torch.Tensor; got ndarray"),
+    (checks.check_scaled_dot_product_attention,
+     {"scaled_dot_product_attention": lambda q, k, v: attention_by_hand(q, k, v, softmax_dim=-2)},
+     r"a softmax over the queries"),
+    (checks.check_scaled_dot_product_attention,
+     {"scaled_dot_product_attention": lambda q, k, v: attention_by_hand(q, k, v, scale=False)}, r"no 1/sqrt\(d\)"),
+    (checks.check_multi_head_attention, {"MultiHeadAttention": lambda d, h: MultiHeadAttention(d, h, split="wrong")},
+     r"num_heads=4.*multi_head_attention_forward.*heads split"),
+    (checks.check_multi_head_attention, {"MultiHeadAttention": lambda d, h: MultiHeadAttention},
+     r"MultiHeadAttention should return an nn.Module; got type"),
+    (checks.check_encoder_block, {"EncoderBlock": lambda h, d, m: EncoderBlock(h, d, m, pre_norm=False)},
+     r"EncoderBlock\(num_heads=4.*the reference's layer_norm \(ln_1, LayerNorm\).*applies matmul"),
+    (checks.check_encoder_block, {"EncoderBlock": lambda h, d, m: EncoderBlock(h, d, m, activation=nn.ReLU)},
+     r"EncoderBlock\(num_heads=4.*gelu"),
+], ids=["patch_embedding stub", "attention stub", "MultiHeadAttention stub", "EncoderBlock stub", "view after unfold",
+        "class token last", "a NumPy array", "softmax over the queries", "no scale", "heads split wrongly",
+        "a class returned", "post-norm", "ReLU"])
+def test_wrong_answers_fail_with_the_same_message_in_split_mode(check, namespace, message):
+    assert_same_failure(check, namespace, message)

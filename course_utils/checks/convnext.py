@@ -26,6 +26,12 @@ with the reference's, every operation's value with the reference's redrawn weigh
   sample's residual branch must be either dropped or kept and divided by 1 - p (Huang et al. 2016; torchvision's
   ``StochasticDepth(p, mode="row")``), independently for each sample. And the layer scale must start at the value
   given (Touvron et al. 2021).
+
+What has to happen where the learner's module lives (under ``course-grade``, in the learner's kernel) is done by the
+``learner_`` probes, run through ``learner.run``: setting a layer norm's weight and bias and running its forward and
+backward passes, reading the block's parameters, the eval- and training-mode passes with a seeded generator, and
+wrapping the learner's model to scale its input. They send back plain data (outputs, gradients, parameters) or the
+wrapper's handle; every comparison stays here.
 """
 import functools
 
@@ -35,8 +41,8 @@ import torchvision
 from torch import nn
 from torchvision.models.convnext import CNBlock, CNBlockConfig, ConvNeXt
 
-from course_utils.checks import common
-from course_utils.checks.architectures import check_same_architecture
+from course_utils.checks import common, learner
+from course_utils.checks.architectures import check_same_architecture, learner_pass
 from course_utils.tracing import forward_operations
 
 EPS = 1e-6  # ConvNeXt's layer-norm eps (torchvision's LayerNorm2d and CNBlock); nn.LayerNorm's default is 1e-5
@@ -62,20 +68,54 @@ def reference_layer_norm_2d(x, weight, bias, eps=EPS):
     return normalised.permute(0, 3, 1, 2)  # (N, C, H, W)
 
 
-def _affine_parameters(module, num_channels, case):
-    """The learner's ``weight`` and ``bias``: learnable, with ``num_channels`` values each."""
-    if not isinstance(module, nn.Module):
-        raise AssertionError(f"{case}: LayerNorm2d({num_channels}) should be an nn.Module; got {type(module).__name__}")
-    found = []
+def _describe(value):
+    """How a value is named in a message: a tensor by its class and shape, anything else by its class."""
+    if isinstance(value, torch.Tensor):
+        return f"a {type(value).__name__} of shape {tuple(value.shape)}"
+    return repr(value)[:60]
+
+
+def learner_layer_norm_2d_pass(module, num_channels, weight, bias, x, upstream, case):
+    """The learner's side of ``check_layer_norm_2d``: one forward and backward pass of ``module``, as plain data.
+
+    Sets the module's ``weight`` and ``bias`` to the values given (``(C,)`` each, reshaped to the module's shapes),
+    runs ``module(x)`` on a copy of ``x`` that requires a gradient, then backpropagates ``upstream`` (dL/d(output))
+    when the output is a tensor of ``x``'s shape that depends on ``x`` through autograd.
+
+    Returns ``{"parameter": "weight" or "bias", "got": what it is}`` when that attribute is not a learnable
+    ``nn.Parameter`` of ``num_channels`` values; else ``{"output": the output (detached when a tensor),
+    "requires_grad": bool, "gradients": {"x", "weight", "bias": tensor or None}, "backward_error": the exception
+    the backward pass raised, or None}``. A crash of the forward pass raises ``AssertionError`` naming ``case``.
+    """
+    parameters = []
     for name in ("weight", "bias"):
         parameter = getattr(module, name, None)
         if not isinstance(parameter, nn.Parameter) or parameter.numel() != num_channels:
-            got = (f"a {type(parameter).__name__} of shape {tuple(parameter.shape)}"
-                   if isinstance(parameter, torch.Tensor) else repr(parameter)[:60])
-            raise AssertionError(f"{case}: LayerNorm2d({num_channels}).{name} should be a learnable nn.Parameter of "
-                                 f"{num_channels} values (one per channel, as nn.LayerNorm's); got {got}")
-        found.append(parameter)
-    return found
+            return {"parameter": name, "got": _describe(parameter)}
+        parameters.append(parameter)
+    module_weight, module_bias = parameters
+    with torch.no_grad():
+        module_weight.copy_(weight.reshape(module_weight.shape))  # (C,) -> the learner's shape, e.g. (C, 1, 1)
+        module_bias.copy_(bias.reshape(module_bias.shape))  # (C,) -> the learner's shape
+    learner_x = x.clone().requires_grad_(True)
+    module_weight.grad, module_bias.grad = None, None
+
+    def forward(x):
+        return module(x)
+
+    out = common.call(forward, learner_x, case=case)
+    if not isinstance(out, torch.Tensor):
+        return {"output": out, "requires_grad": False, "gradients": {}, "backward_error": None}
+    backward_error = None
+    if out.requires_grad and tuple(out.shape) == tuple(upstream.shape):
+        try:
+            (out * upstream).sum().backward()
+        except Exception as error:
+            backward_error = error
+    gradients = {name: None if tensor.grad is None else tensor.grad.detach().clone()
+                 for name, tensor in (("x", learner_x), ("weight", module_weight), ("bias", module_bias))}
+    return {"output": out.detach(), "requires_grad": bool(out.requires_grad), "gradients": gradients,
+            "backward_error": backward_error}
 
 
 def check_layer_norm_2d(LayerNorm2d):
@@ -103,11 +143,9 @@ def check_layer_norm_2d(LayerNorm2d):
         case = f"{arguments} on {what}, x of shape {shape}"
         module = common.call(LayerNorm2d, C, case=case) if eps is None else \
             common.call(LayerNorm2d, C, eps=eps, case=case)
-        weight, bias = _affine_parameters(module, C, case)
+        if not common.is_module(module):
+            raise AssertionError(f"{case}: LayerNorm2d({C}) should be an nn.Module; got {common.type_name(module)}")
         values = (1.0 + 0.5 * torch.randn(C, generator=generator), 0.5 * torch.randn(C, generator=generator))
-        with torch.no_grad():
-            weight.copy_(values[0].reshape(weight.shape))  # (C,) -> the learner's shape, e.g. (C, 1, 1)
-            bias.copy_(values[1].reshape(bias.shape))  # (C,) -> the learner's shape
         x = mean + std * torch.randn(shape, generator=generator)  # (N, C, H, W)
         upstream = torch.randn(shape, generator=generator)  # dL/d(output), (N, C, H, W)
 
@@ -117,25 +155,24 @@ def check_layer_norm_2d(LayerNorm2d):
                                            EPS if eps is None else eps)
         (expected * upstream).sum().backward()
 
-        learner_x = x.clone().requires_grad_(True)
-        weight.grad, bias.grad = None, None
-
-        def forward(x):
-            return module(x)
-
-        out = common.call(forward, learner_x, case=case)
+        reply = learner.run(learner_layer_norm_2d_pass, module, C, values[0], values[1], x, upstream, case)
+        if "parameter" in reply:
+            raise AssertionError(f"{case}: LayerNorm2d({C}).{reply['parameter']} should be a learnable nn.Parameter "
+                                 f"of {C} values (one per channel, as nn.LayerNorm's); got {reply['got']}")
+        out = reply["output"]
         if not isinstance(out, torch.Tensor):
-            raise AssertionError(f"{case}: the output should be a tensor of shape {shape}; got {type(out).__name__}")
+            raise AssertionError(f"{case}: the output should be a tensor of shape {shape}; got {common.type_name(out)}")
         common.assert_shape(out, shape, case, what="the output (N, C, H, W)")
         scale = float(expected.detach().abs().max())
         common.assert_close(out.detach(), expected.detach(), case, what="output", rtol=1e-4, atol=1e-5 * scale)
-        if not out.requires_grad:
+        if not reply["requires_grad"]:
             raise AssertionError(f"{case}: the output does not depend on x through autograd (computed under "
                                  f"torch.no_grad(), or from detached values?)")
-        (out * upstream).sum().backward()
-        for name, received, reference in (("x", learner_x.grad, reference_x.grad),
-                                          ("weight", weight.grad, reference_weight.grad),
-                                          ("bias", bias.grad, reference_bias.grad)):
+        if reply["backward_error"] is not None:
+            raise reply["backward_error"]
+        for name, reference in (("x", reference_x.grad), ("weight", reference_weight.grad),
+                                ("bias", reference_bias.grad)):
+            received = reply["gradients"].get(name)
             if received is None:
                 raise AssertionError(f"{case}: no gradient reaches {name} (is it used, and not detached?)")
             gradient_scale = float(reference.abs().max())
@@ -159,8 +196,13 @@ class _ScaledInput(nn.Module):
         return self.model(x * self.scale)
 
 
+def learner_scaled_input(model, scale):
+    """``_ScaledInput(model, scale)`` built where the learner's ``model`` lives: under the grader, a handle of it."""
+    return _ScaledInput(model, scale)
+
+
 def _traced_operations(model, x):
-    """The operations of one eval-mode pass of ``model(x)``, every module's mode restored after."""
+    """The operations of one eval-mode pass of the reference ``model(x)``, every module's mode restored after."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
@@ -175,7 +217,7 @@ def _assert_layer_norm_eps(model, reference, input_shape, case):
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))  # e.g. (N, C, H, W)
     expected = {op.arguments.get("eps", LAYER_NORM_DEFAULT_EPS) for op in _traced_operations(reference, x)
                 if op.kind == "layer_norm"}
-    for op in _traced_operations(model, x):
+    for op in learner_pass(model, x, keep_outputs=False).operations:
         eps = op.arguments.get("eps", LAYER_NORM_DEFAULT_EPS)
         if op.kind == "layer_norm" and eps not in expected:
             wanted = " or ".join(f"{value:g}" for value in sorted(expected))
@@ -188,40 +230,65 @@ def _check_architecture(model, reference, input_shape, case, small_input=True):
     check_same_architecture(model, reference, input_shape, name=case)
     _assert_layer_norm_eps(model, reference, input_shape, case)
     if small_input:
-        check_same_architecture(_ScaledInput(model, SMALL_INPUT_SCALE), _ScaledInput(reference, SMALL_INPUT_SCALE),
-                                input_shape, name=f"{case}, input scaled by {SMALL_INPUT_SCALE:g} (where eps matters)")
+        check_same_architecture(learner.run(learner_scaled_input, model, SMALL_INPUT_SCALE),
+                                _ScaledInput(reference, SMALL_INPUT_SCALE), input_shape,
+                                name=f"{case}, input scaled by {SMALL_INPUT_SCALE:g} (where eps matters)")
 
 
 # --------------------------------------------------------------------------- ConvNeXtBlock
 
+def learner_parameters(module):
+    """The learner's ``module.parameters()``: a list of detached copies."""
+    return [parameter.detach().clone() for parameter in module.parameters()]
+
+
 def _check_layer_scale_start(ConvNeXtBlock, dim=16, layer_scale=0.3):
     case = f"ConvNeXtBlock({dim}, layer_scale={layer_scale})"
     block = common.call(ConvNeXtBlock, dim, layer_scale=layer_scale, stochastic_depth_prob=0.0, case=case)
-    for parameter in block.parameters():
-        if parameter.numel() == dim and torch.allclose(parameter.detach(), torch.full_like(parameter, layer_scale)):
+    if not common.is_module(block):
+        raise AssertionError(f"{case}: ConvNeXtBlock should return an nn.Module; got {common.type_name(block)}")
+    for parameter in learner.run(learner_parameters, block):
+        if parameter.numel() == dim and torch.allclose(parameter, torch.full_like(parameter, layer_scale)):
             return
     raise AssertionError(f"{case}: no parameter holds {dim} values equal to {layer_scale}: the layer scale is a "
                          f"learnable vector of one value per channel that starts at the layer_scale given, e.g. "
                          f"nn.Parameter(torch.full((dim,), layer_scale))")
 
 
+def learner_eval_and_train_outputs(block, x, seed, case):
+    """``(block(x) in evaluation mode, then block(x) in training mode)`` where the learner's ``block`` lives.
+
+    Both under ``torch.no_grad()``, with torch's generator seeded with ``seed`` first (and restored after), every
+    module's mode restored after. A crash raises ``AssertionError`` naming ``case``.
+    """
+    modes = [(module, module.training) for module in block.modules()]
+    try:
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(seed)
+            block.eval()
+            evaluation = common.call(block, x, case=case + " (eval mode)")
+            block.train()
+            training = common.call(block, x, case=case)
+    finally:
+        for module, training_mode in modes:
+            module.training = training_mode
+    return evaluation, training
+
+
 def _check_stochastic_depth(ConvNeXtBlock, dim=8, p=0.5, batch=64, size=5):
     """In training mode each sample's branch is dropped, or kept and divided by 1 - p; both happen in a batch."""
     case = f"ConvNeXtBlock({dim}, layer_scale=1.0, stochastic_depth_prob={p}) in training mode, batch of {batch}"
     block = common.call(ConvNeXtBlock, dim, layer_scale=1.0, stochastic_depth_prob=p, case=case)
+    if not common.is_module(block):
+        raise AssertionError(f"{case}: ConvNeXtBlock should return an nn.Module; got {common.type_name(block)}")
     x = torch.randn(batch, dim, size, size, generator=torch.Generator().manual_seed(1))  # (N, C, H, W)
-    modes = [(module, module.training) for module in block.modules()]
-    try:
-        with torch.no_grad(), torch.random.fork_rng():
-            torch.manual_seed(0)
-            block.eval()
-            branch = common.call(block, x, case=case + " (eval mode)") - x  # the residual branch of every sample
-            block.train()
-            out = common.call(block, x, case=case)
-    finally:
-        for module, training in modes:
-            module.training = training
-    common.assert_shape(out, x.shape, case, what="the output")
+    evaluation, out = learner.run(learner_eval_and_train_outputs, block, x, 0, case)
+    for output, where in ((evaluation, case + " (eval mode)"), (out, case)):
+        if not isinstance(output, torch.Tensor):
+            raise AssertionError(f"{where}: the block should return a tensor of shape {tuple(x.shape)}; got "
+                                 f"{common.type_name(output)}")
+        common.assert_shape(output, x.shape, where, what="the output")
+    branch = evaluation - x  # the residual branch of every sample
     scale = float((x + branch / (1 - p)).abs().max())
 
     def close(a, b):

@@ -24,7 +24,6 @@ another order, a swapped batch norm and ReLU, a missing bottleneck, a max pool f
 that does not compress, or a wrong growth rate is named in the message.
 """
 import torchvision
-from torch import nn
 from torchvision.models.densenet import _DenseBlock, _DenseLayer, _Transition
 
 from course_utils.checks import common
@@ -37,8 +36,8 @@ SMALL_DENSENET = {"growth_rate": 12, "block_config": (3, 4, 2), "num_init_featur
 def _build(builder, *args, case, what, **kwargs):
     """Call the learner's builder (a function or a class); it must return an ``nn.Module``."""
     model = common.call(builder, *args, case=case, **kwargs)
-    if not isinstance(model, nn.Module):
-        raise AssertionError(f"{case}: {what} should return an nn.Module; got {type(model).__name__}")
+    if not common.is_module(model):
+        raise AssertionError(f"{case}: {what} should return an nn.Module; got {common.type_name(model)}")
     return model
 
 

@@ -22,6 +22,11 @@ cannot see stochastic depth, so ``check_mbconv`` also runs the learner's block i
 same weights: with ``stochastic_depth_prob`` 0.25 and 0, on 64 images. Each image's residual branch must be either
 dropped (the output is the input) or kept and scaled by 1 / (1 - 0.25); a few images but not most must be dropped;
 and nothing may be dropped in evaluation mode or in a block without a residual connection.
+
+What has to happen where the learner's block lives (under ``course-grade``, in the learner's kernel) is done by the
+``learner_`` probes, run through ``learner.run``: building a squeeze-and-excitation block with ``nn`` activation
+classes (sent by name), copying one block's state dict into the other, and a pass in a given mode with a seeded
+generator. They send back plain data (outputs, an exception) or the block's handle; every comparison stays here.
 """
 import torch
 from torch import nn
@@ -32,7 +37,7 @@ from torchvision.models.mobilenetv2 import InvertedResidual as TorchvisionInvert
 from torchvision.models.shufflenetv2 import channel_shuffle as torchvision_channel_shuffle
 from torchvision.ops import SqueezeExcitation as TorchvisionSqueezeExcitation
 
-from course_utils.checks import common
+from course_utils.checks import common, learner
 from course_utils.checks.architectures import check_same_architecture
 
 STOCHASTIC_DEPTH_PROB = 0.25  # the training-mode test of check_mbconv
@@ -43,8 +48,8 @@ VALUE_TOLERANCE = 1e-5  # relative to the largest value compared, for the traini
 def _build(builder, *args, case, what, **kwargs):
     """Call the learner's class (or function); it must return an ``nn.Module``."""
     model = common.call(builder, *args, case=case, **kwargs)
-    if not isinstance(model, nn.Module):
-        raise AssertionError(f"{case}: {what} should return an nn.Module; got {type(model).__name__}")
+    if not common.is_module(model):
+        raise AssertionError(f"{case}: {what} should return an nn.Module; got {common.type_name(model)}")
     return model
 
 
@@ -118,7 +123,7 @@ def check_hard_swish(hard_swish):
         before = x.clone()
         received = common.call(hard_swish, x, case=case)
         if not isinstance(received, torch.Tensor):
-            raise AssertionError(f"{case}: hard_swish should return a tensor; got {type(received).__name__}")
+            raise AssertionError(f"{case}: hard_swish should return a tensor; got {common.type_name(received)}")
         if not torch.equal(x, before):
             raise AssertionError(f"{case}: hard_swish changed its input in place; return a new tensor instead")
         common.assert_close(received, F.hardswish(before), case, what="hard_swish(x)", rtol=1e-5, atol=1e-6)
@@ -135,12 +140,32 @@ SQUEEZE_EXCITATION_CASES = (
 )
 
 
+SQUEEZE_EXCITATION_ACTIVATIONS = ("ReLU", "SiLU", "Sigmoid", "Hardsigmoid")  # the nn classes the cases pass
+
+
+def learner_squeeze_excitation(SqueezeExcitation, channels, squeeze_channels, activations, case):
+    """``SqueezeExcitation(channels, squeeze_channels, **options)`` built where the learner's class lives.
+
+    ``activations`` names the ``nn`` classes the options stand for, e.g. ``{"activation": "SiLU"}`` for
+    ``activation=nn.SiLU`` (a class cannot cross to the learner's kernel; its name can). Returns the block (a handle
+    of it under the grader); a crash, or a result that is not a module, raises ``AssertionError`` naming ``case``.
+    """
+    options = {}
+    for option, class_name in activations.items():
+        if class_name not in SQUEEZE_EXCITATION_ACTIVATIONS:
+            raise ValueError(f"not an activation of the squeeze-and-excitation cases: {class_name!r}")
+        options[option] = getattr(nn, class_name)
+    return _build(SqueezeExcitation, channels, squeeze_channels, case=case, what="SqueezeExcitation", **options)
+
+
 def check_squeeze_excitation(SqueezeExcitation):
     """``SqueezeExcitation(input_channels, squeeze_channels, ...)`` against ``torchvision.ops.SqueezeExcitation``."""
     for channels, squeeze_channels, options, what, size in SQUEEZE_EXCITATION_CASES:
         arguments = "".join(f", {name}=nn.{value.__name__}" for name, value in options.items())
         case = f"SqueezeExcitation({channels}, {squeeze_channels}{arguments}) ({what}) on a {size}x{size} input"
-        block = _build(SqueezeExcitation, channels, squeeze_channels, case=case, what="SqueezeExcitation", **options)
+        activations = {name: value.__name__ for name, value in options.items()}
+        block = learner.run(learner_squeeze_excitation, SqueezeExcitation, channels, squeeze_channels, activations,
+                            case)
         reference = TorchvisionSqueezeExcitation(channels, squeeze_channels, **options)
         check_same_architecture(block, reference, (2, channels, size, size), name=case)
     common.passed("SqueezeExcitation", len(SQUEEZE_EXCITATION_CASES))
@@ -172,7 +197,7 @@ def check_channel_shuffle(channel_shuffle):
         expected = torchvision_channel_shuffle(x.clone(), groups)
         received = common.call(channel_shuffle, x.clone(), groups, case=case)
         if not isinstance(received, torch.Tensor):
-            raise AssertionError(f"{case}: channel_shuffle should return a tensor; got {type(received).__name__}")
+            raise AssertionError(f"{case}: channel_shuffle should return a tensor; got {common.type_name(received)}")
         common.assert_shape(received, expected.shape, case, what="channel_shuffle(x, groups)")
         if torch.equal(received, expected):
             continue
@@ -214,30 +239,60 @@ def _mbconv_case(arguments, prob):
             f"expand_ratio={expand_ratio}, stochastic_depth_prob={prob:g})")
 
 
+def learner_copy_state(source, target):
+    """Load the learner's ``source`` block's state dict into its ``target`` block; the exception raised, or None."""
+    try:
+        target.load_state_dict(source.state_dict())
+    except Exception as error:
+        return error
+    return None
+
+
 def _same_weights_pair(MBConv, arguments):
     """The learner's block built with ``STOCHASTIC_DEPTH_PROB`` and with 0, holding the same weights, and the case."""
     dropping_case, keeping_case = _mbconv_case(arguments, STOCHASTIC_DEPTH_PROB), _mbconv_case(arguments, 0.0)
     dropping = _build(MBConv, *arguments, STOCHASTIC_DEPTH_PROB, case=dropping_case, what="MBConv")
     keeping = _build(MBConv, *arguments, 0.0, case=keeping_case, what="MBConv")
-    try:
-        keeping.load_state_dict(dropping.state_dict())
-    except Exception as error:
+    error = learner.run(learner_copy_state, dropping, keeping)
+    if error is not None:
         raise AssertionError(f"{dropping_case} and {keeping_case} should hold the same parameters and buffers "
                              f"(stochastic depth has none), but one's state dict does not load into the other: "
-                             f"{error}") from error
+                             f"{error}")
     return dropping, keeping, dropping_case, keeping_case
+
+
+def learner_output_in_mode(block, x, training, seed, case):
+    """``block(x)`` with the learner's block in training or evaluation mode, where the block lives.
+
+    Under ``torch.no_grad()``, torch's generator seeded with ``seed`` first (and restored after); every module's mode
+    is restored after. A crash raises ``AssertionError`` naming ``case``.
+    """
+    modes = [(module, module.training) for module in block.modules()]
+    try:
+        block.train(training)
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(seed)
+            return common.call(block, x, case=case)
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+def _description(value):
+    """A value as a message names it: a tensor by its shape, anything else by its class."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"a {common.type_name(value)}"
 
 
 def _run_both(dropping, keeping, x, training, case):
     """Outputs of the two blocks on the same input, in training or evaluation mode, with a fixed seed."""
     outputs = []
     for block in (dropping, keeping):
-        block.train(training)
-        with torch.random.fork_rng(), torch.no_grad():
-            torch.manual_seed(0)
-            output = common.call(block, x.clone(), case=case)
+        output = learner.run(learner_output_in_mode, block, x.clone(), training, 0, case)
         if not isinstance(output, torch.Tensor) or output.dim() != 4 or output.shape[0] != x.shape[0]:
-            raise AssertionError(f"{case}: the block should return a tensor (N, F, H, W); got {output!r:.80}")
+            raise AssertionError(f"{case}: the block should return a tensor (N, F, H, W) with N = {x.shape[0]}; got "
+                                 f"{_description(output)}")
         outputs.append(output)
     return outputs
 

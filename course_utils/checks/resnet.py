@@ -27,8 +27,7 @@ from torchvision.models.resnet import BasicBlock as TorchvisionBasicBlock
 from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
 
 from course_utils.checks import common
-from course_utils.checks.architectures import check_same_architecture
-from course_utils.tracing import traced_forward
+from course_utils.checks.architectures import check_same_architecture, learner_pass
 
 # (in_channels, planes, stride, input size): identity shortcuts, projections for channels, for stride, for both, and
 # an odd size, where both paths must floor the same way
@@ -122,16 +121,16 @@ def check_resnet50(ResNet, Bottleneck):
 
 
 def _assert_no_sum_of_activations(block, input_shape, case):
-    """A plain block adds no two tensors computed from its input: it has no shortcut, identity or other."""
+    """A plain block adds no two tensors computed from its input: it has no shortcut, identity or other.
+
+    The block's operations come from one traced eval-mode pass where the block lives (``learner_pass``); a block
+    that is not a module, or that crashes, is left to ``check_same_architecture`` to report.
+    """
+    if not common.is_module(block):
+        return
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(0))  # (N, C, H, W)
-    modes = [(module, module.training) for module in block.modules()] if isinstance(block, nn.Module) else []
-    if isinstance(block, nn.Module):
-        block.eval()
-    try:
-        _, operations, error = traced_forward(block, x, keep_outputs=False)
-    finally:
-        for module, training in modes:
-            module.training = training
+    traced = learner_pass(block, x, keep_outputs=False)
+    operations, error = traced.operations, traced.error
     if error is not None:
         return  # check_same_architecture reports the crash
     for op in operations:

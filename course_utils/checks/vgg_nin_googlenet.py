@@ -33,8 +33,8 @@ VGG16_ARCH = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))  # config "D"
 def _build(builder, *args, case, what):
     """Call the learner's builder (a function or a class); it must return an ``nn.Module``."""
     model = common.call(builder, *args, case=case)
-    if not isinstance(model, nn.Module):
-        raise AssertionError(f"{case}: {what} should return an nn.Module; got {type(model).__name__}")
+    if not common.is_module(model):
+        raise AssertionError(f"{case}: {what} should return an nn.Module; got {common.type_name(model)}")
     return model
 
 

@@ -48,7 +48,7 @@ def _generator(seed):
 
 def _as_tensor(received, case, what):
     if not isinstance(received, torch.Tensor):
-        raise AssertionError(f"{case}: {what} should be a torch.Tensor; got {type(received).__name__}")
+        raise AssertionError(f"{case}: {what} should be a torch.Tensor; got {common.type_name(received)}")
     return received.detach().float()
 
 
@@ -202,8 +202,8 @@ class ReferenceSelfAttention(nn.Module):
 def _build(builder, *args, case, what):
     """Call the learner's class (or function); it must return an ``nn.Module``."""
     model = common.call(builder, *args, case=case)
-    if not isinstance(model, nn.Module):
-        raise AssertionError(f"{case}: {what} should return an nn.Module; got {type(model).__name__}")
+    if not common.is_module(model):
+        raise AssertionError(f"{case}: {what} should return an nn.Module; got {common.type_name(model)}")
     return model
 
 
