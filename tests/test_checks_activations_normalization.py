@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils.checks import activations_normalization as checks
+from course_utils.checks import learner
 
 
 def stub(*args, **kwargs):
@@ -16,16 +17,19 @@ def stub(*args, **kwargs):
 
 
 def torch_forward(function):
-    """A NumPy (out, cache) forward and its backward, both computed by torch autograd."""
+    """A NumPy (out, cache) forward and its backward, both computed by torch autograd.
+
+    The cache holds the NumPy input and the extra arguments, (x, args): the backward runs ``function`` again
+    under autograd, so the cache is plain data, as a NumPy learner's is.
+    """
 
     def forward(x, *args):
-        x_t = torch.tensor(x, requires_grad=True)
-        out_t = function(x_t, *args)
-        return out_t.detach().numpy(), (x_t, out_t)
+        return function(torch.tensor(x), *args).numpy(), (x, args)
 
     def backward(dout, cache):
-        x_t, out_t = cache
-        (dx,) = torch.autograd.grad(out_t, x_t, torch.tensor(dout))
+        x, args = cache
+        x_t = torch.tensor(x, requires_grad=True)
+        (dx,) = torch.autograd.grad(function(x_t, *args), x_t, torch.tensor(dout))
         return dx.numpy()
 
     return forward, backward
@@ -50,13 +54,14 @@ def test_leaky_relu_check_fails_when_the_slope_is_ignored():
         checks.check_leaky_relu(forward, backward)
 
 
+def relu_backward(dout, cache):
+    """The ReLU gradient for a leaky ReLU: the slope dropped."""
+    x, _ = cache
+    return dout * (x > 0)
+
+
 def test_leaky_relu_check_fails_when_backward_drops_the_slope():
     forward, _ = torch_forward(F.leaky_relu)
-
-    def relu_backward(dout, cache):
-        x_t, _ = cache
-        return dout * (x_t.detach().numpy() > 0)
-
     with pytest.raises(AssertionError, match=r"negative_slope=0\.01: dx"):
         checks.check_leaky_relu(forward, relu_backward)
 
@@ -65,9 +70,9 @@ def test_leaky_relu_check_fails_when_backward_uses_the_output_sign_wrongly():
     forward, _ = torch_forward(F.leaky_relu)
 
     def backward(dout, cache):  # slope on the positive side: a swapped np.where
-        x_t, _ = cache
+        x, _ = cache
         slope = 0.01
-        return np.where(x_t.detach().numpy() > 0, slope * dout, dout)
+        return np.where(x > 0, slope * dout, dout)
 
     with pytest.raises(AssertionError, match="dx"):
         checks.check_leaky_relu(forward, backward)
@@ -96,8 +101,7 @@ def test_gelu_check_fails_when_backward_forgets_the_density_term():
     forward, _ = torch_forward(F.gelu)
 
     def backward(dout, cache):  # Phi(x) alone, the x * phi(x) term missing
-        x_t, _ = cache
-        x = x_t.detach().numpy()
+        x, _ = cache
         return dout * torch.distributions.Normal(0.0, 1.0).cdf(torch.tensor(x)).numpy()
 
     with pytest.raises(AssertionError, match="dx"):
@@ -151,13 +155,18 @@ def test_softmax_check_fails_when_the_min_is_subtracted():
 
 
 def torch_cross_entropy(reduction="mean"):
-    def forward(logits, labels):
+    """Cross-entropy forward and backward by torch; the cache is the NumPy (logits, labels)."""
+
+    def loss_and_logits(logits, labels):
         logits_t = torch.tensor(logits, requires_grad=True)
-        loss = F.cross_entropy(logits_t, torch.tensor(labels), reduction=reduction)
-        return loss.detach().numpy(), (logits_t, loss)
+        return F.cross_entropy(logits_t, torch.tensor(labels), reduction=reduction), logits_t
+
+    def forward(logits, labels):
+        loss, _ = loss_and_logits(logits, labels)
+        return loss.detach().numpy(), (logits, labels)
 
     def backward(cache):
-        logits_t, loss = cache
+        loss, logits_t = loss_and_logits(*cache)
         (grad,) = torch.autograd.grad(loss, logits_t, torch.ones_like(loss))
         return grad.numpy()
 
@@ -184,14 +193,13 @@ def test_cross_entropy_check_fails_when_the_loss_is_not_reduced():
         checks.check_cross_entropy(*torch_cross_entropy("none"))
 
 
+def backward_sum(cache):
+    """softmax - onehot, without the 1/N."""
+    return torch_cross_entropy()[1](cache) * cache[0].shape[0]
+
+
 def test_cross_entropy_check_fails_when_the_gradient_is_not_divided_by_n():
     forward, _ = torch_cross_entropy()
-
-    def backward_sum(cache):  # softmax - onehot, without the 1/N
-        logits_t, loss = cache
-        (grad,) = torch.autograd.grad(loss, logits_t)
-        return grad.numpy() * logits_t.shape[0]
-
     with pytest.raises(AssertionError, match=r"random \(4, 10\): dlogits"):
         checks.check_cross_entropy(forward, backward_sum)
 
@@ -292,12 +300,13 @@ def test_batchnorm_backward_check_passes_on_the_formula(capsys):
 
 def test_batchnorm_backward_check_passes_on_torch_autograd(capsys):
     def forward(x, gamma, beta, state, train=True, momentum=0.1, eps=1e-5):
-        x_t, g_t, b_t = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
-        out = F.batch_norm(x_t, None, None, g_t, b_t, training=True, eps=eps)
-        return out.detach().numpy(), (out, x_t, g_t, b_t)
+        out = F.batch_norm(torch.tensor(x), None, None, torch.tensor(gamma), torch.tensor(beta), training=True, eps=eps)
+        return out.numpy(), (x, gamma, beta, eps)
 
     def backward(dout, cache):
-        out, *inputs = cache
+        x, gamma, beta, eps = cache
+        inputs = [torch.tensor(a, requires_grad=True) for a in (x, gamma, beta)]
+        out = F.batch_norm(inputs[0], None, None, inputs[1], inputs[2], training=True, eps=eps)
         return tuple(g.numpy() for g in torch.autograd.grad(out, inputs, torch.tensor(dout)))
 
     checks.check_batchnorm2d_backward(forward, backward)
@@ -309,12 +318,13 @@ def test_batchnorm_backward_check_fails_on_the_stub():
         checks.check_batchnorm2d_backward(make_batchnorm(), stub)
 
 
-def test_batchnorm_backward_check_fails_when_the_mean_term_is_missing():
-    def backward(dout, cache):
-        return batchnorm_backward_from_formula(dout, cache, with_mean_term=False)
+def backward_without_mean_term(dout, cache):
+    return batchnorm_backward_from_formula(dout, cache, with_mean_term=False)
 
+
+def test_batchnorm_backward_check_fails_when_the_mean_term_is_missing():
     with pytest.raises(AssertionError, match=r"train mode: dx"):
-        checks.check_batchnorm2d_backward(make_batchnorm(), backward)
+        checks.check_batchnorm2d_backward(make_batchnorm(), backward_without_mean_term)
 
 
 def test_batchnorm_backward_check_fails_when_the_statistics_are_treated_as_constants():
@@ -384,22 +394,85 @@ def test_dropout_check_fails_when_backward_forgets_the_scaling():
         checks.check_dropout(*make_dropout(scale_in_backward=False))
 
 
+def dropout_always_train(x, p=0.5, train=True, rng=None):
+    return make_dropout()[0](x, p, True, rng)
+
+
+def dropout_tuple_cache(x, p=0.5, train=True, rng=None):
+    out, cache = make_dropout()[0](x, p, train, rng)
+    return out, (cache["mask"], p)
+
+
 def test_dropout_check_fails_when_eval_mode_still_drops():
-    forward, backward = make_dropout()
-
-    def always_train(x, p=0.5, train=True, rng=None):
-        return forward(x, p, True, rng)
-
     with pytest.raises(AssertionError, match=r"eval mode, p=0\.2: output"):
-        checks.check_dropout(always_train, backward)
+        checks.check_dropout(dropout_always_train, make_dropout()[1])
 
 
 def test_dropout_check_fails_when_the_mask_is_not_in_the_cache():
-    forward, backward = make_dropout()
-
-    def forward_tuple_cache(x, p=0.5, train=True, rng=None):
-        out, cache = forward(x, p, train, rng)
-        return out, (cache["mask"], p)
-
     with pytest.raises(AssertionError, match="cache should be a dict with the key 'mask'"):
-        checks.check_dropout(forward_tuple_cache, backward)
+        checks.check_dropout(dropout_tuple_cache, make_dropout()[1])
+
+
+# --------------------------------------------------------------------------- under the grader (split mode)
+
+def split_mode(check, *functions, **kwargs):
+    """Run ``check`` as ``course-grade`` does: each function is a handle of a ``learner.Loopback`` session,
+    so every argument and result crosses as plain data, encoded to bytes and back."""
+    namespace = {}
+    for function in functions:
+        assert namespace.setdefault(function.__name__, function) is function, "the functions need distinct names"
+    with learner.Loopback(namespace) as session:
+        return check(*(session.handle(function.__name__) for function in functions), **kwargs)
+
+
+def failure(check, *args, **kwargs):
+    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
+    with pytest.raises(AssertionError) as raised:
+        check(*args, **kwargs)
+    return str(raised.value)
+
+
+def test_split_mode_passes_the_correct_answers(capsys):
+    split_mode(checks.check_leaky_relu, *torch_forward(F.leaky_relu))
+    split_mode(checks.check_gelu, *torch_forward(F.gelu))
+    split_mode(checks.check_softmax, torch_softmax)
+    split_mode(checks.check_cross_entropy, *torch_cross_entropy())
+    split_mode(checks.check_batchnorm2d_forward, make_batchnorm())
+    split_mode(checks.check_batchnorm2d_backward, make_batchnorm(), batchnorm_backward_from_formula)
+    split_mode(checks.check_dropout, *make_dropout())  # the learner's generator crosses as its state
+    out = capsys.readouterr().out
+    for line in ("✓ leaky ReLU", "✓ GELU", "✓ stable softmax", "✓ cross-entropy", "✓ batch norm forward",
+                 "✓ batch norm backward", "✓ inverted dropout"):
+        assert line in out
+
+
+# (id, check, the learner's functions): the wrong answers of the tests above
+WRONG_ANSWERS = [
+    ("leaky relu stub", checks.check_leaky_relu, (stub, stub)),
+    ("leaky relu without slope", checks.check_leaky_relu, torch_forward(lambda x, slope: F.relu(x))),
+    ("leaky relu backward without slope", checks.check_leaky_relu, (torch_forward(F.leaky_relu)[0], relu_backward)),
+    ("gelu tanh approximation", checks.check_gelu, torch_forward(lambda x: F.gelu(x, approximate="tanh"))),
+    ("naive softmax", checks.check_softmax, (naive_softmax,)),
+    ("cross-entropy summed", checks.check_cross_entropy, torch_cross_entropy("sum")),
+    ("cross-entropy not reduced", checks.check_cross_entropy, torch_cross_entropy("none")),
+    ("cross-entropy gradient not divided", checks.check_cross_entropy, (torch_cross_entropy()[0], backward_sum)),
+    ("batch norm stub", checks.check_batchnorm2d_forward, (stub,)),
+    ("batch norm unbiased variance", checks.check_batchnorm2d_forward, (make_batchnorm(norm_correction=1),)),
+    ("batch norm biased running variance", checks.check_batchnorm2d_forward, (make_batchnorm(running_correction=0),)),
+    ("batch norm momentum swapped", checks.check_batchnorm2d_forward, (make_batchnorm(momentum_swapped=True),)),
+    ("batch norm backward without mean term", checks.check_batchnorm2d_backward,
+     (make_batchnorm(), backward_without_mean_term)),
+    ("dropout stub", checks.check_dropout, (stub, stub)),
+    ("dropout not inverted", checks.check_dropout, make_dropout(inverted=False, scale_in_backward=False)),
+    ("dropout keep probability p", checks.check_dropout, make_dropout(keep_probability_is_p=True)),
+    ("dropout backward without scaling", checks.check_dropout, make_dropout(scale_in_backward=False)),
+    ("dropout in eval mode", checks.check_dropout, (dropout_always_train, make_dropout()[1])),
+    ("dropout tuple cache", checks.check_dropout, (dropout_tuple_cache, make_dropout()[1])),
+]
+
+
+@pytest.mark.parametrize("check, functions", [(check, functions) for _, check, functions in WRONG_ANSWERS],
+                         ids=[name for name, _, _ in WRONG_ANSWERS])
+def test_split_mode_fails_wrong_answers_with_the_same_message(check, functions):
+    expected = failure(check, *functions)
+    assert failure(split_mode, check, *functions) == expected

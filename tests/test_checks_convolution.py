@@ -4,12 +4,15 @@ The correct answers here are written from torch (``torch.nn.functional.conv2d`` 
 autograd), not from ``course_utils.numpy_nn``; each wrong answer is the correct one
 with one typical mistake.
 """
+import types
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from course_utils.checks import convolution as checks
+from course_utils.checks import learner
 
 
 def _pair(value):
@@ -41,7 +44,7 @@ def test_output_size_check_fails_on_the_stub():
         checks.check_conv_output_size(stub_output_size)
 
 
-@pytest.mark.parametrize("wrong, fragment", [
+OUTPUT_SIZE_MISTAKES = [
     (lambda n, k, stride, padding, dilation: (n + 2 * padding - dilation * (k - 1) - 1) / stride + 1,
      r"n=6, k=3: output size should be an int .* got float 4.0, expected 4. Hint: use floor division `//`"),
     (lambda n, k, stride, padding, dilation: (n + 2 * padding - k) // stride + 1,
@@ -54,7 +57,11 @@ def test_output_size_check_fails_on_the_stub():
      r"n=7, k=3, stride 2: output size is 5, expected 3 .* Hint: did you ignore the stride"),
     (lambda n, k, stride, padding, dilation: int(np.ceil((n + 2 * padding - dilation * (k - 1) - 1) / stride)) + 1,
      r"n=6, k=3, stride 2 \(the floor drops the last row\): output size is 3, expected 2"),
-], ids=["true division", "no dilation", "padding once", "no +1", "no stride", "ceil"])
+]
+OUTPUT_SIZE_IDS = ["true division", "no dilation", "padding once", "no +1", "no stride", "ceil"]
+
+
+@pytest.mark.parametrize("wrong, fragment", OUTPUT_SIZE_MISTAKES, ids=OUTPUT_SIZE_IDS)
 def test_output_size_check_fails_on_typical_mistakes(wrong, fragment):
     with pytest.raises(AssertionError, match=fragment):
         checks.check_conv_output_size(wrong)
@@ -142,7 +149,7 @@ def test_forward_check_fails_on_the_stub():
         checks.check_conv2d_forward(stub_forward)
 
 
-@pytest.mark.parametrize("wrong, fragment", [
+FORWARD_MISTAKES = [
     (flipped_kernel, r"case 'the 6x6 example, vertical and horizontal edge kernels': output\[0, 0, 0, 0\] is 5, "
                      r"expected -5 .* Hint: did you flip the kernel\?"),
     (no_bias, r"case 'the 6x6 example, vertical and horizontal edge kernels': output\[0, 1, 0, 0\] is -7, "
@@ -159,7 +166,10 @@ def test_forward_check_fails_on_the_stub():
                           r"Hint: padding goes on both sides, PH rows above and PH below"),
     (output_only, r"case 'the 6x6 example.*': output_only should return a pair \(out, cache\); got ndarray"),
     (changes_x_in_place, r"case 'the 6x6 example.*': the function changed its input x in place"),
-], ids=lambda value: getattr(value, "__name__", "message"))
+]
+
+
+@pytest.mark.parametrize("wrong, fragment", FORWARD_MISTAKES, ids=lambda value: getattr(value, "__name__", "message"))
 def test_forward_check_fails_on_typical_mistakes(wrong, fragment):
     with pytest.raises(AssertionError, match=fragment):
         checks.check_conv2d_forward(wrong)
@@ -255,7 +265,7 @@ def test_backward_check_fails_on_a_wrong_forward_first():
         checks.check_conv2d_backward(flipped_kernel, correct_backward)
 
 
-@pytest.mark.parametrize("wrong, fragment", [
+BACKWARD_MISTAKES = [
     (dw_flipped, r"case 'one 5x5 channel, 3x3 kernel': dw\[0, 0, 0, 0\] is .* expected .* "
                  r"Hint: dw looks rotated by 180 degrees"),
     (db_not_summed_over_positions, r"case 'one 5x5 channel, 3x3 kernel': db has shape \(1, 3, 3\), expected \(1,\). "
@@ -267,7 +277,10 @@ def test_backward_check_fails_on_a_wrong_forward_first():
                              r"Hint: dx must have the shape of x: crop the padding off"),
     (dw_averaged_over_the_batch, r"case '3 channels, 2 filters, batch 2': dw\[.*Hint: dw sums over the images"),
     (returns_a_list, r"returns_a_list should return a triple \(dx, dw, db\); got list"),
-], ids=lambda value: getattr(value, "__name__", "message"))
+]
+
+
+@pytest.mark.parametrize("wrong, fragment", BACKWARD_MISTAKES, ids=lambda value: getattr(value, "__name__", "message"))
 def test_backward_check_fails_on_typical_mistakes(wrong, fragment):
     with pytest.raises(AssertionError, match=fragment):
         checks.check_conv2d_backward(correct_forward, wrong)
@@ -281,3 +294,61 @@ def test_hints_never_make_a_wrong_answer_pass():
     for wrong in (flipped_kernel, no_bias, stride_ignored, first_channel_only, padding_before_only):
         with pytest.raises(AssertionError):
             checks.check_conv2d_forward(wrong, seed=7)
+
+
+# --------------------------------------------------------------------------- under the grader (split mode)
+
+def split_mode(check, *functions, **kwargs):
+    """Run ``check`` as ``course-grade`` does: each function is a handle of a ``learner.Loopback`` session,
+    so every argument and result crosses as plain data, encoded to bytes and back."""
+    namespace = {}
+    for function in functions:
+        assert namespace.setdefault(function.__name__, function) is function, "the functions need distinct names"
+    with learner.Loopback(namespace) as session:
+        return check(*(session.handle(function.__name__) for function in functions), **kwargs)
+
+
+def failure(check, *args, **kwargs):
+    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
+    with pytest.raises(AssertionError) as raised:
+        check(*args, **kwargs)
+    return str(raised.value)
+
+
+def test_split_mode_passes_the_correct_answers(capsys):
+    split_mode(checks.check_conv_output_size, correct_output_size)
+    split_mode(checks.check_conv2d_forward, correct_forward, check_name="conv2d_forward_naive")
+    split_mode(checks.check_conv2d_forward, float32_inside)
+    split_mode(checks.check_conv2d_backward, correct_forward, correct_backward)
+    out = capsys.readouterr().out
+    assert "✓ conv_output_size: all 14 cases passed." in out
+    assert "✓ conv2d_forward_naive: all 18 cases passed." in out
+    assert "✓ correct_backward: all 10 cases passed." in out
+
+
+@pytest.mark.parametrize("wrong", [wrong for wrong, _ in OUTPUT_SIZE_MISTAKES] + [stub_output_size],
+                         ids=OUTPUT_SIZE_IDS + ["stub"])
+def test_split_mode_fails_output_size_mistakes_with_the_same_message(wrong):
+    expected = failure(checks.check_conv_output_size, wrong)
+    assert failure(split_mode, checks.check_conv_output_size, wrong) == expected
+
+
+def returns_an_object(x, w, b, stride=1, padding=0, dilation=1):
+    """(out, cache) in an object that is not plain data: under the grader it stays behind a handle."""
+    out, cache = correct_forward(x, w, b, stride, padding, dilation)
+    return types.SimpleNamespace(out=out, cache=cache)
+
+
+@pytest.mark.parametrize("wrong", [wrong for wrong, _ in FORWARD_MISTAKES] + [stub_forward, returns_an_object],
+                         ids=lambda value: value.__name__)
+def test_split_mode_fails_forward_mistakes_with_the_same_message(wrong):
+    expected = failure(checks.check_conv2d_forward, wrong)
+    assert failure(split_mode, checks.check_conv2d_forward, wrong) == expected
+
+
+@pytest.mark.parametrize("forward, backward", [(correct_forward, wrong) for wrong, _ in BACKWARD_MISTAKES]
+                         + [(flipped_kernel, correct_backward), (correct_forward, stub_backward)],
+                         ids=lambda value: value.__name__)
+def test_split_mode_fails_backward_mistakes_with_the_same_message(forward, backward):
+    expected = failure(checks.check_conv2d_backward, forward, backward)
+    assert failure(split_mode, checks.check_conv2d_backward, forward, backward) == expected

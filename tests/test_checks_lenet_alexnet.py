@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from course_utils.checks import learner
 from course_utils.checks import lenet_alexnet as checks
 
 
@@ -103,3 +104,50 @@ def test_alexnet_check_fails_on_the_stub():
 def test_alexnet_check_fails_without_dropout():
     with pytest.raises(AssertionError, match=r"the reference's dropout \(classifier.0, Dropout\).* has no counterpart"):
         checks.check_alexnet(lambda: alexnet(without_dropout=True))
+
+
+# --------------------------------------------------------------------------- under the grader (split mode)
+
+def split_mode(check, *functions, **kwargs):
+    """Run ``check`` as ``course-grade`` does: each class, function or network is a handle of a
+    ``learner.Loopback`` session, so the network is built and run on the learner's side, on plain data."""
+    namespace = {getattr(function, "__name__", f"network_{i}"): function for i, function in enumerate(functions)}
+    with learner.Loopback(namespace) as session:
+        return check(*(session.handle(name) for name in namespace), **kwargs)
+
+
+def failure(check, *args, **kwargs):
+    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
+    with pytest.raises(AssertionError) as raised:
+        check(*args, **kwargs)
+    return str(raised.value)
+
+
+def lenet5_with_relu():
+    return LeNet5(activation=nn.ReLU)
+
+
+def lenet5_with_max_pooling():
+    return LeNet5(pool=nn.MaxPool2d)
+
+
+@pytest.mark.parametrize("model", [LeNet5, lenet5_sequential_c5_conv, LeNet5()],
+                         ids=["class", "function", "network"])
+def test_split_mode_passes_lenet5(model, capsys):
+    split_mode(checks.check_lenet5, model)
+    assert "✓ LeNet-5 against the paper's layer table (11 layers, 61,706 parameters)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, wrong", [(checks.check_lenet5, Stub), (checks.check_lenet5, lenet5_with_relu),
+                                          (checks.check_lenet5, lenet5_with_max_pooling),
+                                          (checks.check_alexnet, Stub)],
+                         ids=["lenet5 stub", "lenet5 relu", "lenet5 max pooling", "alexnet stub"])
+def test_split_mode_fails_wrong_networks_with_the_same_message(check, wrong):
+    expected = failure(check, wrong)
+    assert failure(split_mode, check, wrong) == expected
+
+
+def test_split_mode_passes_alexnet(capsys):
+    torch.manual_seed(1)
+    split_mode(checks.check_alexnet, alexnet)
+    assert "✓ AlexNet against torchvision.models.alexnet (61,100,840 parameters" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from course_utils.checks import learner
 from course_utils.checks import numpy_cnn as checks
 
 
@@ -27,23 +28,32 @@ def flatten(h):
 
 
 def make_forward(relu1=relu, relu2=relu, pool=max_pool, flat=flatten, conv2_bias=True):
-    """A ``cnn_forward`` built from torch ops; the caches hold the graph for ``torch_backward``."""
+    """A ``cnn_forward`` built from torch ops.
 
-    def cnn_forward(params, x):
+    The caches are ``(network, params, x)``: ``network(params, x) -> (logits, tensors)`` builds the autograd
+    graph again for ``torch_backward``. Under the grader the NumPy arrays cross as plain data and ``network``,
+    a function, stays in the learner's process behind a handle.
+    """
+
+    def network(params, x):
         tensors = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
         h = F.conv2d(torch.from_numpy(x), tensors["conv1.weight"], tensors["conv1.bias"], padding=1)
         h = pool(relu1(h))
         h = F.conv2d(h, tensors["conv2.weight"], tensors["conv2.bias"] if conv2_bias else None, padding=1)
         h = pool(relu2(h))
-        logits = F.linear(flat(h), tensors["fc.weight"], tensors["fc.bias"])
-        return logits.detach().numpy(), (logits, tensors)
+        return F.linear(flat(h), tensors["fc.weight"], tensors["fc.bias"]), tensors
+
+    def cnn_forward(params, x):
+        logits, _ = network(params, x)
+        return logits.detach().numpy(), (network, params, x)
 
     return cnn_forward
 
 
 def make_backward(scale=1.0):
     def cnn_backward(dlogits, caches):
-        logits, tensors = caches
+        network, params, x = caches
+        logits, tensors = network(params, x)
         logits.backward(torch.from_numpy(dlogits))
         return {name: scale * tensor.grad.numpy() for name, tensor in tensors.items()}
 
@@ -194,11 +204,12 @@ def test_backward_check_fails_gradients_averaged_twice_over_the_batch():
         checks.check_cnn_backward(torch_forward, make_backward(scale=1 / 2))  # the first case has N=2
 
 
-def test_backward_check_fails_missing_gradients():
-    def only_fc(dlogits, caches):
-        grads = torch_backward(dlogits, caches)
-        return {"fc.weight": grads["fc.weight"], "fc.bias": grads["fc.bias"]}
+def only_fc(dlogits, caches):
+    grads = torch_backward(dlogits, caches)
+    return {"fc.weight": grads["fc.weight"], "fc.bias": grads["fc.bias"]}
 
+
+def test_backward_check_fails_missing_gradients():
     with pytest.raises(AssertionError, match="gradients' names are"):
         checks.check_cnn_backward(torch_forward, only_fc)
 
@@ -215,11 +226,12 @@ def test_sgd_check_fails_the_stub():
         checks.check_sgd_momentum_step(stub("sgd_momentum_step"))
 
 
-def test_sgd_check_fails_a_velocity_that_is_never_updated():
-    def stale_velocity(params, grads, velocity, lr, momentum):
-        for name in params:
-            params[name] -= lr * (grads[name] + momentum * velocity[name])
+def stale_velocity(params, grads, velocity, lr, momentum):
+    for name in params:
+        params[name] -= lr * (grads[name] + momentum * velocity[name])
 
+
+def test_sgd_check_fails_a_velocity_that_is_never_updated():
     with pytest.raises(AssertionError, match=r"step 1: velocity\['w'\]"):
         checks.check_sgd_momentum_step(stale_velocity)
 
@@ -244,22 +256,24 @@ def test_sgd_check_fails_an_ascent_step():
         checks.check_sgd_momentum_step(plus)
 
 
-def test_sgd_check_fails_the_sutskever_form_once_the_learning_rate_changes():
-    # v = mu v + lr g; p -= v: the same as PyTorch's rule for a constant lr, not after it changes
-    def sutskever(params, grads, velocity, lr, momentum):
-        for name in params:
-            velocity[name] = momentum * velocity[name] + lr * grads[name]
-            params[name] -= velocity[name]
+def sutskever(params, grads, velocity, lr, momentum):
+    """v = mu v + lr g; p -= v: the same as PyTorch's rule for a constant lr, not after it changes."""
+    for name in params:
+        velocity[name] = momentum * velocity[name] + lr * grads[name]
+        params[name] -= velocity[name]
 
+
+def test_sgd_check_fails_the_sutskever_form_once_the_learning_rate_changes():
     with pytest.raises(AssertionError, match=r"velocity\['w'\]"):
         checks.check_sgd_momentum_step(sutskever)
 
 
-def test_sgd_check_fails_a_step_that_returns_new_arrays_without_storing_them():
-    def returns_only(params, grads, velocity, lr, momentum):
-        new_velocity = {name: momentum * velocity[name] + grads[name] for name in params}
-        return {name: params[name] - lr * new_velocity[name] for name in params}, new_velocity
+def returns_only(params, grads, velocity, lr, momentum):
+    new_velocity = {name: momentum * velocity[name] + grads[name] for name in params}
+    return {name: params[name] - lr * new_velocity[name] for name in params}, new_velocity
 
+
+def test_sgd_check_fails_a_step_that_returns_new_arrays_without_storing_them():
     with pytest.raises(AssertionError, match=r"step 1: params\['w'\]"):
         checks.check_sgd_momentum_step(returns_only)
 
@@ -320,3 +334,68 @@ def test_train_check_fails_a_loop_that_returns_nothing():
 
     with pytest.raises(AssertionError, match="returned 0 losses for 8 batches"):
         checks.check_train_steps(no_losses)
+
+
+# --------------------------------------------------------------------------- under the grader (split mode)
+
+def split_mode(check, *functions, **kwargs):
+    """Run ``check`` as ``course-grade`` does: each function is a handle of a ``learner.Loopback`` session,
+    so every argument and result crosses as plain data, encoded to bytes and back."""
+    namespace = {}
+    for function in functions:
+        assert namespace.setdefault(function.__name__, function) is function, "the functions need distinct names"
+    with learner.Loopback(namespace) as session:
+        return check(*(session.handle(function.__name__) for function in functions), **kwargs)
+
+
+def failure(check, *args, **kwargs):
+    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
+    with pytest.raises(AssertionError) as raised:
+        check(*args, **kwargs)
+    return str(raised.value)
+
+
+def sgd_rebinding_the_arrays(params, grads, velocity, lr, momentum):
+    """Correct, but stores new arrays in the dicts instead of updating the old ones in place."""
+    for name in params:
+        velocity[name] = momentum * velocity[name] + grads[name]
+        params[name] = params[name] - lr * velocity[name]
+
+
+def test_split_mode_passes_the_correct_answers(capsys):
+    split_mode(checks.check_cnn_forward, torch_forward)
+    split_mode(checks.check_cnn_backward, torch_forward, torch_backward)  # a function inside the caches
+    split_mode(checks.check_sgd_momentum_step, sgd_momentum_step)  # updates the arrays in place
+    split_mode(checks.check_sgd_momentum_step, sgd_rebinding_the_arrays)
+    split_mode(checks.check_train_steps, make_train_steps())
+    out = capsys.readouterr().out
+    for line in ("✓ cnn_forward", "✓ cnn_backward: all 4 cases passed", "✓ sgd_momentum_step: all 3 cases passed",
+                 "✓ train_steps: all 2 cases passed"):
+        assert line in out
+
+
+# (id, check, the learner's functions): the wrong answers of the tests above
+WRONG_ANSWERS = [
+    ("forward stub", checks.check_cnn_forward, (stub("cnn_forward"),)),
+    ("forward without the second relu", checks.check_cnn_forward, (make_forward(relu2=lambda h: h),)),
+    ("forward without a bias", checks.check_cnn_forward, (make_forward(conv2_bias=False),)),
+    ("backward stub", checks.check_cnn_backward, (torch_forward, stub("cnn_backward"))),
+    ("backward after a wrong forward", checks.check_cnn_backward,
+     (make_forward(pool=lambda h: F.avg_pool2d(h, 2)), torch_backward)),
+    ("backward averaged twice", checks.check_cnn_backward, (torch_forward, make_backward(scale=1 / 2))),
+    ("backward missing gradients", checks.check_cnn_backward, (torch_forward, only_fc)),
+    ("sgd stub", checks.check_sgd_momentum_step, (stub("sgd_momentum_step"),)),
+    ("sgd stale velocity", checks.check_sgd_momentum_step, (stale_velocity,)),
+    ("sgd sutskever", checks.check_sgd_momentum_step, (sutskever,)),
+    ("sgd returns new arrays", checks.check_sgd_momentum_step, (returns_only,)),
+    ("train stub", checks.check_train_steps, (stub("train_steps"),)),
+    ("train gradients never zeroed", checks.check_train_steps, (make_train_steps(accumulate=True),)),
+    ("train loss after the step", checks.check_train_steps, (make_train_steps(loss_after=True),)),
+]
+
+
+@pytest.mark.parametrize("check, functions", [(check, functions) for _, check, functions in WRONG_ANSWERS],
+                         ids=[name for name, _, _ in WRONG_ANSWERS])
+def test_split_mode_fails_wrong_answers_with_the_same_message(check, functions):
+    expected = failure(check, *functions)
+    assert failure(split_mode, check, *functions) == expected

@@ -5,6 +5,7 @@ The correct loop below is written out here, independently of the check's own ref
 import pytest
 import torch
 
+from course_utils.checks import learner
 from course_utils.checks import numpy_to_pytorch as checks
 
 
@@ -223,3 +224,67 @@ def test_evaluate_check_reports_a_crash_as_a_failed_case():
 
     with pytest.raises(AssertionError, match="raised RuntimeError"):
         checks.check_evaluate_accuracy(crashes)
+
+
+# --------------------------------------------------------------------------- under the grader (split mode)
+
+def split_mode(check, *functions, **kwargs):
+    """Run ``check`` as ``course-grade`` does: each function is a handle of a ``learner.Loopback`` session,
+    so every argument and result crosses as plain data, encoded to bytes and back. The model, the loader and
+    the optimizer are built by the check's probes on the learner's side."""
+    namespace = {}
+    for function in functions:
+        assert namespace.setdefault(function.__name__, function) is function, "the functions need distinct names"
+    with learner.Loopback(namespace) as session:
+        return check(*(session.handle(function.__name__) for function in functions), **kwargs)
+
+
+def failure(check, *args, **kwargs):
+    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
+    with pytest.raises(AssertionError) as raised:
+        check(*args, **kwargs)
+    return str(raised.value)
+
+
+def train_returns_a_list(model, loader, optimizer, loss_fn, device):
+    return [correct_train_one_epoch(model, loader, optimizer, loss_fn, device)]
+
+
+def evaluate_crashes(model, loader, device):
+    return model(torch.zeros(1, 99))
+
+
+def test_split_mode_passes_the_correct_answers(capsys):
+    split_mode(checks.check_train_one_epoch, correct_train_one_epoch)
+    split_mode(checks.check_evaluate_accuracy, correct_evaluate_accuracy)
+    out = capsys.readouterr().out
+    assert "✓ train_one_epoch: all 4 cases passed." in out
+    assert "✓ evaluate_accuracy: all 2 cases passed." in out
+
+
+@pytest.mark.parametrize("wrong", [stub_train, train_without_zero_grad, train_without_model_train,
+                                   train_step_before_backward, train_mean_over_batches, train_returns_last_loss,
+                                   train_under_no_grad, train_returns_a_list], ids=lambda f: f.__name__)
+def test_split_mode_fails_wrong_training_loops_with_the_same_message(wrong):
+    expected = failure(checks.check_train_one_epoch, wrong)
+    assert failure(split_mode, checks.check_train_one_epoch, wrong) == expected
+
+
+@pytest.mark.parametrize("wrong", [stub_evaluate, evaluate_without_eval, evaluate_without_no_grad,
+                                   evaluate_mean_over_batches, evaluate_as_percentage, evaluate_crashes],
+                         ids=lambda f: f.__name__)
+def test_split_mode_fails_wrong_evaluations_with_the_same_message(wrong):
+    expected = failure(checks.check_evaluate_accuracy, wrong)
+    assert failure(split_mode, checks.check_evaluate_accuracy, wrong) == expected
+
+
+def test_split_mode_builds_the_model_on_the_learners_side():
+    """The learner's function receives real objects (a model, a DataLoader, an optimizer), never handles."""
+    seen = []
+
+    def train_one_epoch(model, loader, optimizer, loss_fn, device):
+        seen.append((type(model).__name__, type(loader).__name__, type(optimizer).__name__, type(loss_fn).__name__))
+        return correct_train_one_epoch(model, loader, optimizer, loss_fn, device)
+
+    split_mode(checks.check_train_one_epoch, train_one_epoch)
+    assert set(seen) == {("_TinyClassifier", "DataLoader", "SGD", "CrossEntropyLoss")}

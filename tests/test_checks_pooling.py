@@ -4,12 +4,14 @@ The correct answers below use ``torch.nn.functional`` and autograd, never ``cour
 so a check that passes them is not just agreeing with the package.
 """
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from course_utils.checks import learner
 from course_utils.checks import pooling as checks
 
 
@@ -374,3 +376,130 @@ def test_measured_jump_is_the_product_of_strides():
     conv = {"kind": "conv", "kernel": 3, "stride": 2, "padding": 1, "dilation": 1}
     rows = checks.measured_receptive_field([conv] * 3, 64)
     assert [row["jump"] for row in rows] == [2, 4, 8]
+
+
+# --------------------------------------------------------------------------- under the grader (split mode)
+
+def split_mode(check, *functions, **kwargs):
+    """Run ``check`` as ``course-grade`` does: each function is a handle of a ``learner.Loopback`` session,
+    so every argument and result crosses as plain data, encoded to bytes and back."""
+    namespace = {}
+    for function in functions:
+        assert namespace.setdefault(function.__name__, function) is function, "the functions need distinct names"
+    with learner.Loopback(namespace) as session:
+        return check(*(session.handle(function.__name__) for function in functions), **kwargs)
+
+
+def failure(check, *args, **kwargs):
+    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
+    with pytest.raises(AssertionError) as raised:
+        check(*args, **kwargs)
+    return str(raised.value)
+
+
+@dataclass
+class Row:
+    """A receptive-field row as an object with attributes rather than a dict."""
+
+    receptive_field: int
+    jump: int
+    output_size: int
+    start: float
+
+
+def rf_rows_as_objects(layers, input_size):
+    return [Row(**row) for row in torch_receptive_field(layers, input_size)]
+
+
+def rf_rows_from_a_generator(layers, input_size):
+    return (row for row in torch_receptive_field(layers, input_size))
+
+
+def rf_rows_without_start(layers, input_size):
+    return [Row(row["receptive_field"], row["jump"], row["output_size"], None)
+            for row in torch_receptive_field(layers, input_size)]
+
+
+def rf_rows_of_tuples(layers, input_size):
+    return [tuple(row.values()) for row in torch_receptive_field(layers, input_size)]
+
+
+def rf_rows_without_keys(layers, input_size):
+    return [{"rf": 1} for _ in layers]
+
+
+class PoolCache(NamedTuple):
+    """A cache as ``course_utils.numpy_nn`` keeps one: a named tuple (``MaxPool2dCache``)."""
+
+    x: np.ndarray  # (N, C, H, W)
+    kernel: int
+    stride: int
+    padding: int
+    pool: str  # "max" or "avg"
+
+
+def named_tuple_max_forward(x, kernel_size, stride=None, padding=0):
+    out = F.max_pool2d(torch.from_numpy(x), kernel_size, stride=stride, padding=padding)
+    return out.numpy(), PoolCache(x, kernel_size, kernel_size if stride is None else stride, padding, "max")
+
+
+def named_tuple_backward(dout, cache):
+    """Reads the cache by attribute: it fails unless the named tuple comes back as itself."""
+    xt = torch.tensor(cache.x, requires_grad=True)
+    pool = F.max_pool2d if cache.pool == "max" else F.avg_pool2d
+    (dx,) = torch.autograd.grad(pool(xt, cache.kernel, stride=cache.stride, padding=cache.padding), xt,
+                                torch.tensor(dout))
+    return dx.numpy()
+
+
+def test_split_mode_keeps_a_named_tuple_cache_on_the_learners_side(capsys):
+    split_mode(checks.check_max_pool2d_backward, named_tuple_max_forward, named_tuple_backward)
+    assert "max_pool2d_backward: all 10 cases passed" in capsys.readouterr().out
+
+
+def test_split_mode_passes_the_correct_answers(capsys):
+    split_mode(checks.check_max_pool2d_forward, torch_max_forward)
+    split_mode(checks.check_max_pool2d_backward, torch_max_forward, torch_max_backward)
+    split_mode(checks.check_avg_pool2d, torch_avg_forward, torch_avg_backward)
+    split_mode(checks.check_receptive_field, torch_receptive_field)
+    out = capsys.readouterr().out
+    for line in ("max_pool2d_forward: all 8 cases passed", "max_pool2d_backward: all 10 cases passed",
+                 "avg_pool2d forward and backward: all 8 cases passed", "receptive_field: all 10 cases passed"):
+        assert line in out
+
+
+@pytest.mark.parametrize("rows", [rf_rows_as_objects, rf_rows_from_a_generator], ids=lambda f: f.__name__)
+def test_rf_check_accepts_rows_as_objects_and_a_generator_in_both_modes(rows):
+    checks.check_receptive_field(rows)
+    split_mode(checks.check_receptive_field, rows)
+
+
+@pytest.mark.parametrize("check, functions", [
+    (checks.check_max_pool2d_forward, (stub,)),
+    (checks.check_max_pool2d_forward, (mean_instead_of_max,)),
+    (checks.check_max_pool2d_forward, (max_stride_one,)),
+    (checks.check_max_pool2d_forward, (max_padding_ignored,)),
+    (checks.check_max_pool2d_forward, (max_zero_padding,)),
+    (checks.check_max_pool2d_backward, (torch_max_forward, stub)),
+    (checks.check_max_pool2d_backward, (torch_max_forward, max_backward_every_element)),
+    (checks.check_max_pool2d_backward, (torch_max_forward, max_backward_all_ties)),
+    (checks.check_max_pool2d_backward, (torch_max_forward, max_backward_overwrites)),
+    (checks.check_max_pool2d_backward, (mean_instead_of_max, torch_max_backward)),
+    (checks.check_avg_pool2d, (torch_max_forward, torch_max_backward)),
+    (checks.check_avg_pool2d, (avg_count_exclude_pad, torch_avg_backward)),
+    (checks.check_avg_pool2d, (torch_avg_forward, avg_backward_not_divided)),
+    (checks.check_avg_pool2d, (torch_avg_forward, avg_backward_wrong_stride)),
+    (checks.check_receptive_field, (stub,)),
+    (checks.check_receptive_field, (rf_jump_not_multiplied,)),
+    (checks.check_receptive_field, (rf_jump_updated_first,)),
+    (checks.check_receptive_field, (rf_dilation_ignored,)),
+    (checks.check_receptive_field, (rf_padding_ignored_in_start,)),
+    (checks.check_receptive_field, (rf_stride_ignored_in_size,)),
+    (checks.check_receptive_field, (rf_includes_input_row,)),
+    (checks.check_receptive_field, (rf_rows_without_keys,)),
+    (checks.check_receptive_field, (rf_rows_without_start,)),
+    (checks.check_receptive_field, (rf_rows_of_tuples,)),
+], ids=lambda value: "-".join(f.__name__ for f in value) if isinstance(value, tuple) else value.__name__)
+def test_split_mode_fails_wrong_answers_with_the_same_message(check, functions):
+    expected = failure(check, *functions)
+    assert failure(split_mode, check, *functions) == expected

@@ -28,7 +28,7 @@ def _grad(function, x, dout):
 
 def _unpack_forward(result, case, name):
     if not isinstance(result, tuple) or len(result) != 2:
-        raise AssertionError(f"{case}: {name} should return a pair (out, cache); got {type(result).__name__}")
+        raise AssertionError(f"{case}: {name} should return a pair (out, cache); got {common.type_name(result)}")
     return result
 
 
@@ -208,7 +208,7 @@ def check_batchnorm2d_backward(batchnorm2d_forward, batchnorm2d_backward):
         grads = common.call(batchnorm2d_backward, dout.copy(), cache, case=case)
         if not isinstance(grads, tuple) or len(grads) != 3:
             raise AssertionError(
-                f"{case}: batchnorm2d_backward should return (dx, dgamma, dbeta); got {type(grads).__name__}"
+                f"{case}: batchnorm2d_backward should return (dx, dgamma, dbeta); got {common.type_name(grads)}"
             )
         x_t, g_t, b_t = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
         F.batch_norm(x_t, None, None, g_t, b_t, training=True, eps=1e-5).backward(torch.tensor(dout))
@@ -233,7 +233,7 @@ def check_dropout(dropout_forward, dropout_backward):
         out, cache = _unpack_forward(
             common.call(dropout_forward, x.copy(), p, True, _rng(99), case=case), case, "dropout_forward")
         if not isinstance(cache, dict) or "mask" not in cache:
-            raise AssertionError(f"{case}: cache should be a dict with the key 'mask'; got {type(cache).__name__}")
+            raise AssertionError(f"{case}: cache should be a dict with the key 'mask'; got {common.type_name(cache)}")
         mask = common.as_numpy(cache["mask"])
         common.assert_shape(mask, x.shape, case, 'cache["mask"]')
         keep = mask != 0

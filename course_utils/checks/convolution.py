@@ -94,7 +94,8 @@ def check_conv_output_size(fn):
         if isinstance(received, bool) or not isinstance(received, numbers.Integral) or not common.is_plain_value(received):
             raise AssertionError(
                 f"{case}: output size should be an int (it is used as an array size); "
-                f"got {type(received).__name__} {received!r}, expected {expected}" + (f". Hint: {hint}" if hint else "")
+                f"got {common.type_name(received)} {received!r}, expected {expected}"
+                + (f". Hint: {hint}" if hint else "")
             )
         if received != expected:
             raise AssertionError(
@@ -246,7 +247,7 @@ def _forward_hint(received, x, w, b, stride, padding, dilation):
 
 def _unpack_pair(result, case, name):
     if not (isinstance(result, tuple) and len(result) == 2):
-        raise AssertionError(f"{case}: {name} should return a pair (out, cache); got {type(result).__name__}"
+        raise AssertionError(f"{case}: {name} should return a pair (out, cache); got {common.type_name(result)}"
                              + (f" of length {len(result)}" if isinstance(result, tuple) else ""))
     return result
 
@@ -384,7 +385,7 @@ def check_conv2d_backward(forward, backward, check_name=None, n_random=N_RANDOM_
 
         grads = common.call(backward, dout, cache, case=label)
         if not (isinstance(grads, tuple) and len(grads) == 3):
-            raise AssertionError(f"{label}: {name} should return a triple (dx, dw, db); got {type(grads).__name__}"
+            raise AssertionError(f"{label}: {name} should return a triple (dx, dw, db); got {common.type_name(grads)}"
                                  + (f" of length {len(grads)}" if isinstance(grads, tuple) else ""))
         _assert_unchanged((x, w, b, dout), copies, label)
         for what, received, expected in zip(("dx", "dw", "db"), grads, (dx_ref, dw_ref, db_ref)):

@@ -10,7 +10,6 @@
 """
 import torch
 import torchvision
-from torch import nn
 
 from course_utils.checks import common
 from course_utils.checks.architectures import Layer, check_layer_table, check_same_architecture
@@ -53,8 +52,11 @@ def lenet5_table(num_classes=10):
 
 
 def _build(make_model):
-    """The learner's network from a class or function called without arguments (or the network itself)."""
-    if isinstance(make_model, nn.Module):
+    """The learner's network from a class or function called without arguments (or the network itself).
+
+    Under the grader ``make_model`` is a handle of the learner's object, and so is the network it returns.
+    """
+    if common.is_module(make_model):
         return make_model
     name = getattr(make_model, "__name__", "the model")
     return common.call(make_model, case=f"building the network with {name}()")

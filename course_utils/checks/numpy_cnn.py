@@ -68,7 +68,8 @@ FORWARD_CASES = ((2, 1, 8, 8, 2, 3, 4), (3, 3, 12, 8, 4, 5, 10), (4, 1, 28, 28, 
 
 def _check_grads_dict(grads, params, case):
     if not isinstance(grads, dict):
-        raise AssertionError(f"{case}: cnn_backward should return a dict name -> gradient; got {type(grads).__name__}")
+        raise AssertionError(f"{case}: cnn_backward should return a dict name -> gradient; "
+                             f"got {common.type_name(grads)}")
     if set(grads) != set(params):
         raise AssertionError(f"{case}: the gradients' names are {sorted(grads)}, expected {sorted(params)}")
 
@@ -77,7 +78,7 @@ def _run_forward(cnn_forward, params, x, case):
     """Call the learner's forward on copies; return (logits, caches)."""
     result = common.call(cnn_forward, copy.deepcopy(params), x.copy(), case=case)
     if not isinstance(result, tuple) or len(result) != 2:
-        raise AssertionError(f"{case}: cnn_forward should return (logits, caches); got {type(result).__name__}")
+        raise AssertionError(f"{case}: cnn_forward should return (logits, caches); got {common.type_name(result)}")
     return result
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_utils.checks import common
+from course_utils.checks import common, learner
 
 # the 4x4 -> 2x2 example of the lecture (a 2x2 window, stride 2)
 EXAMPLE_4X4 = np.array(
@@ -34,7 +34,7 @@ def _as_pair(result, name):
     """``(out, cache)`` from a forward pass, or a clear failure when it returned something else."""
     if isinstance(result, tuple) and len(result) == 2:
         return result
-    raise AssertionError(f"{name} should return a pair (out, cache); got {type(result).__name__}")
+    raise AssertionError(f"{name} should return a pair (out, cache); got {common.type_name(result)}")
 
 
 def _pool_cases(seed):
@@ -232,14 +232,38 @@ def measured_receptive_field(layers, input_size):
     return rows
 
 
+RF_KEYS = ("receptive_field", "jump", "output_size", "start")  # the fields of one row
+
+
+def learner_receptive_field(receptive_field, layers, input_size, case):
+    """Call the learner's ``receptive_field(layers, input_size)`` where it lives; return its rows as plain data.
+
+    One entry per row: ``("dict", row)`` for a dict, ``("object", fields, text)`` for another object (a named
+    tuple, a dataclass), ``fields`` holding the attributes of ``RF_KEYS`` it has and ``text`` its repr (80
+    characters at most), so that the check reads either kind of row in the same way in the learner's notebook
+    and under the grader.
+    """
+    rows = common.call(receptive_field, layers, input_size, case=case)
+    try:
+        rows = list(rows)
+    except TypeError:
+        raise AssertionError(f"{case}: expected a list of rows, got {type(rows).__name__}") from None
+    return [("dict", row) if isinstance(row, dict)
+            else ("object", {key: getattr(row, key) for key in RF_KEYS if hasattr(row, key)}, f"{row!r:.80}")
+            for row in rows]
+
+
 def _field(row, key, case, index):
-    if isinstance(row, dict):
-        if key not in row:
-            raise AssertionError(f"{case}: row {index} has no key {key!r}; its keys are {sorted(row)}")
-        return row[key]
-    if not hasattr(row, key):
-        raise AssertionError(f"{case}: row {index} should be a dict with key {key!r}; got {row!r:.80}")
-    return getattr(row, key)
+    """Field ``key`` of a row as ``learner_receptive_field`` describes it."""
+    if not (isinstance(row, tuple) and len(row) in (2, 3) and isinstance(row[1], dict)):
+        raise AssertionError(f"{case}: row {index} could not be read back")
+    if row[0] == "dict":
+        if key not in row[1]:
+            raise AssertionError(f"{case}: row {index} has no key {key!r}; its keys are {sorted(row[1])}")
+        return row[1][key]
+    if key not in row[1]:
+        raise AssertionError(f"{case}: row {index} should be a dict with key {key!r}; got {row[2]}")
+    return row[1][key]
 
 
 def _rf_hint(key, received, layers):
@@ -265,15 +289,15 @@ def check_receptive_field(receptive_field):
 
     ``layers`` is a list of dicts with keys kind, kernel, stride, padding, dilation; the function
     returns one row per layer, each a dict with keys receptive_field, jump, output_size and start
-    (the centre of the first output unit's receptive field, in input pixel coordinates).
+    (the centre of the first output unit's receptive field, in input pixel coordinates). The learner's function
+    runs in ``learner_receptive_field``, which sends its rows back as plain data.
     """
     cases = _rf_cases()
     for case, layers, input_size in cases:
-        rows = common.call(receptive_field, [dict(layer) for layer in layers], input_size, case=case)
-        try:
-            rows = list(rows)
-        except TypeError:
-            raise AssertionError(f"{case}: expected a list of rows, got {type(rows).__name__}") from None
+        rows = learner.run(learner_receptive_field, receptive_field, [dict(layer) for layer in layers], input_size,
+                           case)
+        if not isinstance(rows, list):
+            raise AssertionError(f"{case}: the rows could not be read back")
         common.assert_equal(len(rows), len(layers), case, what="number of rows (one per layer)")
         expected = measured_receptive_field(layers, input_size)
         for index, (row, want) in enumerate(zip(rows, expected)):
