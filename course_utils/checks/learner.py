@@ -324,9 +324,12 @@ def _update_in_place(original, value):
             if key not in value:
                 del original[key]
         for key, item in value.items():
-            if key in original and _is_array_like(original[key]) and type(item) is type(original[key]):
-                _update_in_place(original[key], item)
-            else:
+            current = original.get(key)
+            same_array = (isinstance(current, np.ndarray) and isinstance(item, np.ndarray)
+                          and current.shape == item.shape and current.dtype == item.dtype)
+            if same_array or (isinstance(current, (dict, list)) and type(item) is type(current)):
+                _update_in_place(current, item)
+            else:  # a new entry, or one the learner replaced by another shape or type: the learner's value
                 original[key] = item
     elif isinstance(original, list) and isinstance(value, list):
         original[:] = value
@@ -338,12 +341,6 @@ def _update_in_place(original, value):
         if isinstance(original, torch.Tensor) and isinstance(value, torch.Tensor) and original.shape == value.shape:
             with torch.no_grad():
                 original.copy_(value)
-
-
-def _is_array_like(value):
-    import numpy as np
-
-    return isinstance(value, (np.ndarray, dict, list))
 
 
 class Loopback(Session):
