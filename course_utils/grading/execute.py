@@ -377,13 +377,15 @@ _CONTEXT = []
 RUNNING = set()  # process ids of the workers running now
 
 
-def _fork_server():
+def _fork_server(modules=()):
+    """The fork server the workers come from; it imports ``PRELOAD`` and the check ``modules`` once, at its start
+    (before any learner's kernel exists)."""
     if not _CONTEXT:
         import multiprocessing
 
         if "forkserver" in multiprocessing.get_all_start_methods():
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(PRELOAD)
+            context.set_forkserver_preload(PRELOAD + list(modules))
         else:  # pragma: no cover - Windows, macOS without fork servers
             context = multiprocessing.get_context("spawn")
         _CONTEXT.append(context)
@@ -392,7 +394,7 @@ def _fork_server():
 
 def execute(plan, assignment, options):
     """Run ``plan`` in a worker process; return ``(records, event)``; ``event`` is "time-limit" or None."""
-    context = _fork_server()
+    context = _fork_server(assignment.entry_modules)
     receiver, sender = context.Pipe(duplex=False)
     process = context.Process(target=_worker, args=(plan, assignment, options, sender))
     process.start()

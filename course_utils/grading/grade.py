@@ -133,8 +133,6 @@ def grade_class(submissions_dir, assignment_name, solutions_dir=SOLUTIONS_DIR, o
     """Grade every submission; write the gradebook and feedback; return the list of ``LearnerResult``."""
     options = options or Options()
     assignment = load_assignment(solutions_dir, assignment_name)
-    for module in assignment.entry_modules:  # the checks' code, read before any learner's code runs
-        __import__(module)
     submissions = find_submissions(submissions_dir, assignment.name)
     become_subreaper()  # the orphans of the kernels come to this process, so they can be stopped
     earlier_children = set(child_pids())  # when called from a notebook or a test: not ours to stop
