@@ -20,6 +20,7 @@ The kernel's output is never written to disk by the grader, so a learner's lone 
 deleted working folder cannot break the grading (a cell's text that is not valid Unicode is sent with the
 invalid characters replaced, and the feedback says so).
 """
+import builtins
 import contextlib
 import io
 import os
@@ -29,11 +30,11 @@ import signal
 import site
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from queue import Empty
 
+from course_utils.checks.learner import KernelFailure, Session
 from course_utils.grading.constants import REPO_DIR
 from course_utils.grading.names import defined_names, used_names
 from course_utils.grading.processes import become_subreaper, kill_leftovers, kill_tree
@@ -61,24 +62,14 @@ def _read_paths(assignment, extra):
 
 # --------------------------------------------------------------------------- the kernel's connection
 
-class KernelSession:
+class KernelSession(Session):
     """Requests of the checks to one learner's kernel, over the ``course-grader`` comm (see ``kernel.py``)."""
 
     def __init__(self, manager, client):
-        from course_utils.checks.learner import Session
-
         self.manager, self.client = manager, client
         self.deadline = None  # monotonic time after which a request is interrupted
-        outer = self
-
-        class _Session(Session):
-            def exchange(self, header, buffers):
-                return outer.exchange(header, buffers)
-
-        self.session = _Session()
 
     def exchange(self, header, buffers):
-        from course_utils.checks.learner import KernelFailure
         from course_utils.grading.kernel import COMM_TARGET
 
         client = self.client
@@ -205,19 +196,15 @@ def run_cell(manager, client, source, timeout):
 
 def run_check(kernel, check, timeout):
     """Run one check cell here, the learner's names bound to handles in ``kernel``; return its record."""
-    from course_utils.checks.learner import KernelFailure
-
     record = {"ok": False, "kind": "error", "message": None, "excerpt": "", "check": check.check_id}
     output = io.StringIO()
     kernel.deadline = time.monotonic() + timeout
-    namespace = {"__name__": "__course_check__", "__builtins__": __builtins__}
+    namespace = {"__name__": "__course_check__", "__builtins__": builtins}
     try:
         with contextlib.redirect_stdout(output):
-            for name in sorted(used_names(check.source) - defined_names(check.source)):
-                if name in dir(__import__("builtins")):
-                    continue
+            for name in sorted(used_names(check.source) - defined_names(check.source) - set(vars(builtins))):
                 try:
-                    namespace[name] = kernel.session.handle(name)
+                    namespace[name] = kernel.handle(name)
                 except NameError:
                     pass  # not defined by the learner: the check's code raises NameError where it reads it
             exec(compile(check.source, f"<check {check.check_id}>", "exec", dont_inherit=True), namespace)
@@ -400,9 +387,8 @@ def execute(plan, assignment, options):
     process.start()
     sender.close()
     RUNNING.add(process.pid)
-    records, event = [], None
+    records, event, done = [], None, False
     deadline = time.monotonic() + options.submission_timeout
-    done = threading.Event()
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -418,11 +404,11 @@ def execute(plan, assignment, options):
             except (EOFError, OSError):
                 break
             if record is None:
-                done.set()
+                done = True
                 break
             records.append(record)
     finally:
-        if not done.is_set():
+        if not done:
             kill_tree(process.pid)
         process.join(timeout=30)
         if process.is_alive():
