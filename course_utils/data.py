@@ -2,8 +2,9 @@
 
 Three kinds of data:
 
-* the bundled pack in ``data/`` (5,000 real MNIST digits and four CC0/public-domain
-  photos), checked against its SHA-256 before loading; see ``data/README.md``;
+* the bundled pack in ``data/`` (5,000 real MNIST digits, four CC0/public-domain
+  photos and 1,920 grey natural-image patches in six classes, chapter 13), checked
+  against its SHA-256 before loading; see ``data/README.md``;
 * a synthetic colour-shapes dataset, generated from a seed, with class labels,
   segmentation masks and bounding boxes;
 * opt-in torchvision datasets (MNIST, Fashion-MNIST, CIFAR-10) that download
@@ -30,6 +31,7 @@ DATA_PACK_SHA256 = {
     "photos/coffee.png": "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7",
     "photos/chelsea.png": "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
     "photos/camera.png": "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a",
+    "natural_patches.npz": "23796dd99df96105dfc9e0f4822ccef82b792ef72732708ed3c5f883348a11cf",
 }
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "camera")
 MNIST_TRAIN_PER_DIGIT = 400  # the first 400 of each digit (file order) train, the other 100 test
@@ -160,6 +162,37 @@ def load_photo(name, grey=False, data_dir=None):
     if grey and array.ndim == 3:
         array = array @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (H, W)
     return np.ascontiguousarray(array)
+
+
+# --------------------------------------------------------------------------- natural-image patches (bundled)
+
+NATURAL_PATCH_CLASSES = ("brick", "grass", "gravel", "coins", "cat", "galaxies")
+
+
+def load_natural_patches(split="train", data_dir=None):
+    """The bundled natural-image patches (chapter 13, transfer learning) as NumPy arrays.
+
+    1,920 grey 32 x 32 patches cut from six CC0 / public-domain photos of the scikit-image wheel, one class per
+    photo (``NATURAL_PATCH_CLASSES``): 240 training and 80 test patches per class. Each photo is cut into a 4 x 4
+    grid of tiles and the test patches come from 4 tiles that no training patch touches (``data/README.md``).
+
+    Args:
+        split: ``"train"`` (1,440 patches), ``"test"`` (480) or ``"all"`` (1,920).
+
+    Returns:
+        images: uint8 array (N, 32, 32), 0-255 grey.
+        labels: int64 array (N,), indices into ``NATURAL_PATCH_CLASSES``.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all'; got {split!r}")
+    with np.load(verified_path("natural_patches.npz", data_dir)) as pack:
+        images = pack["images"]  # (1920, 32, 32) uint8
+        labels = pack["labels"].astype(np.int64)  # (1920,)
+        is_test = pack["is_test"]  # (1920,) bool
+    if split == "all":
+        return images, labels
+    keep = is_test if split == "test" else ~is_test
+    return images[keep], labels[keep]
 
 
 # --------------------------------------------------------------------------- synthetic shapes

@@ -56,6 +56,56 @@ def test_mnist_tensors_are_normalised_and_padded_for_lenet():
     assert abs(z.mean().item()) < 0.1 and abs(z.std().item() - 1.0) < 0.1
 
 
+def natural_patch_file():
+    """The arrays of ``data/natural_patches.npz`` as stored (after the SHA-256 check)."""
+    with np.load(data.verified_path("natural_patches.npz")) as pack:
+        return {name: pack[name] for name in pack.files}
+
+
+def test_natural_patches_are_six_balanced_classes_of_240_train_and_80_test():
+    train_x, train_y = data.load_natural_patches("train")
+    test_x, test_y = data.load_natural_patches("test")
+    assert train_x.shape == (1440, 32, 32) and train_x.dtype == np.uint8 and train_y.dtype == np.int64
+    assert test_x.shape == (480, 32, 32)
+    assert np.bincount(train_y).tolist() == [240] * 6 and np.bincount(test_y).tolist() == [80] * 6
+    assert tuple(natural_patch_file()["classes"].tolist()) == data.NATURAL_PATCH_CLASSES
+
+
+def test_no_test_patch_overlaps_a_training_patch_of_the_same_photo():
+    pack = natural_patch_file()
+    for label in range(len(data.NATURAL_PATCH_CLASSES)):
+        mine = pack["labels"] == label
+        train = pack["corners"][mine & ~pack["is_test"]].astype(np.int64)  # (240, 2) top, left
+        test = pack["corners"][mine & pack["is_test"]].astype(np.int64)  # (80, 2)
+        assert _overlap_free(test, train), f"a test patch of {data.NATURAL_PATCH_CLASSES[label]} overlaps a training one"
+
+
+def _overlap_free(test, train, size=32):
+    """Two size x size squares overlap when both their row and column offsets are below ``size``."""
+    offsets = np.abs(test[:, None, :] - train[None, :, :])  # (n_test, n_train, 2)
+    return not ((offsets[..., 0] < size) & (offsets[..., 1] < size)).any()
+
+
+def test_cat_patches_are_crops_of_the_bundled_chelsea_photo_in_grey():
+    from PIL import Image
+
+    pack = natural_patch_file()
+    with Image.open(data.verified_path("photos/chelsea.png")) as image:
+        grey = np.asarray(image.convert("L"))  # (300, 451) uint8, ITU-R 601 luma as the build script
+    cat = pack["labels"] == data.NATURAL_PATCH_CLASSES.index("cat")
+    for patch, (top, left) in zip(pack["images"][cat], pack["corners"][cat].astype(np.int64)):
+        assert np.array_equal(patch, grey[top:top + 32, left:left + 32])
+
+
+def test_the_natural_patches_are_small():
+    assert data.verified_path("natural_patches.npz").stat().st_size < 3_000_000
+
+
+def test_natural_patches_reject_an_unknown_split():
+    with pytest.raises(ValueError, match="split must be 'train', 'test' or 'all'"):
+        data.load_natural_patches("validation")
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"split": "validation"}, "split must be 'train', 'test' or 'all'"),
     ({"size": 30}, "size must be 28 or 32"),
