@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils.checks import activations_normalization as checks
-from course_utils.checks import learner
+from split_mode import failure, split_mode
 
 
 def stub(*args, **kwargs):
@@ -414,23 +414,6 @@ def test_dropout_check_fails_when_the_mask_is_not_in_the_cache():
 
 
 # --------------------------------------------------------------------------- under the grader (split mode)
-
-def split_mode(check, *functions, **kwargs):
-    """Run ``check`` as ``course-grade`` does: each function is a handle of a ``learner.Loopback`` session,
-    so every argument and result crosses as plain data, encoded to bytes and back."""
-    namespace = {}
-    for function in functions:
-        assert namespace.setdefault(function.__name__, function) is function, "the functions need distinct names"
-    with learner.Loopback(namespace) as session:
-        return check(*(session.handle(function.__name__) for function in functions), **kwargs)
-
-
-def failure(check, *args, **kwargs):
-    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
-    with pytest.raises(AssertionError) as raised:
-        check(*args, **kwargs)
-    return str(raised.value)
-
 
 def test_split_mode_passes_the_correct_answers(capsys):
     split_mode(checks.check_leaky_relu, *torch_forward(F.leaky_relu))

@@ -8,8 +8,6 @@ classic ``x = torch.cat([x, new], 1)`` loop or torchvision's list of features); 
 """
 from collections import OrderedDict
 
-import re
-import types
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.checks import densenet as checks
-from course_utils.checks import learner
+from split_mode import assert_same_failure, split_verdict
 
 
 def stub(*args, **kwargs):
@@ -408,37 +406,6 @@ def test_densenet_check_fails_on_the_concatenation_in_the_wrong_order():
 # Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
 # (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
 # pass there too, and wrong ones fail with the message they get in the learner's notebook.
-
-def renamed(value, name):
-    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
-    if not isinstance(value, types.FunctionType):
-        return value
-    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
-    function.__kwdefaults__ = value.__kwdefaults__
-    return function
-
-
-def verdict(check, *arguments):
-    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
-    try:
-        check(*arguments)
-    except AssertionError as error:
-        return str(error)
-    return None
-
-
-def split_verdict(check, namespace):
-    """``verdict`` of ``check`` on handles of ``namespace``'s objects (the learner's names, in argument order)."""
-    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
-        return verdict(check, *(session.handle(name) for name in namespace))
-
-
-def assert_same_failure(check, namespace, message):
-    """``check`` fails on ``namespace``'s objects in-process and in split mode, with the same message, ``message``."""
-    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
-    assert in_process is not None and re.search(message, in_process, re.S), in_process
-    assert split_verdict(check, namespace) == in_process
-
 
 @pytest.mark.parametrize("check, namespace, summary", [
     (checks.check_dense_layer, {"DenseLayer": FunctionalDenseLayer}, "DenseLayer: all 3 cases passed"),

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.checks import learner
 from course_utils.checks import lenet_alexnet as checks
+from split_mode import failure, split_mode
 
 
 class LeNet5(nn.Module):
@@ -107,21 +107,6 @@ def test_alexnet_check_fails_without_dropout():
 
 
 # --------------------------------------------------------------------------- under the grader (split mode)
-
-def split_mode(check, *functions, **kwargs):
-    """Run ``check`` as ``course-grade`` does: each class, function or network is a handle of a
-    ``learner.Loopback`` session, so the network is built and run on the learner's side, on plain data."""
-    namespace = {getattr(function, "__name__", f"network_{i}"): function for i, function in enumerate(functions)}
-    with learner.Loopback(namespace) as session:
-        return check(*(session.handle(name) for name in namespace), **kwargs)
-
-
-def failure(check, *args, **kwargs):
-    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
-    with pytest.raises(AssertionError) as raised:
-        check(*args, **kwargs)
-    return str(raised.value)
-
 
 def lenet5_with_relu():
     return LeNet5(activation=nn.ReLU)

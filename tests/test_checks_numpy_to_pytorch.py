@@ -5,8 +5,8 @@ The correct loop below is written out here, independently of the check's own ref
 import pytest
 import torch
 
-from course_utils.checks import learner
 from course_utils.checks import numpy_to_pytorch as checks
+from split_mode import failure, split_mode
 
 
 # --------------------------------------------------------------------------- correct implementations
@@ -227,24 +227,6 @@ def test_evaluate_check_reports_a_crash_as_a_failed_case():
 
 
 # --------------------------------------------------------------------------- under the grader (split mode)
-
-def split_mode(check, *functions, **kwargs):
-    """Run ``check`` as ``course-grade`` does: each function is a handle of a ``learner.Loopback`` session,
-    so every argument and result crosses as plain data, encoded to bytes and back. The model, the loader and
-    the optimizer are built by the check's probes on the learner's side."""
-    namespace = {}
-    for function in functions:
-        assert namespace.setdefault(function.__name__, function) is function, "the functions need distinct names"
-    with learner.Loopback(namespace) as session:
-        return check(*(session.handle(function.__name__) for function in functions), **kwargs)
-
-
-def failure(check, *args, **kwargs):
-    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
-    with pytest.raises(AssertionError) as raised:
-        check(*args, **kwargs)
-    return str(raised.value)
-
 
 def train_returns_a_list(model, loader, optimizer, loss_fn, device):
     return [correct_train_one_epoch(model, loader, optimizer, loss_fn, device)]

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_utils.checks import learner
 from course_utils.checks import pooling as checks
+from split_mode import failure, split_mode
 
 
 def stub(*args, **kwargs):
@@ -379,23 +379,6 @@ def test_measured_jump_is_the_product_of_strides():
 
 
 # --------------------------------------------------------------------------- under the grader (split mode)
-
-def split_mode(check, *functions, **kwargs):
-    """Run ``check`` as ``course-grade`` does: each function is a handle of a ``learner.Loopback`` session,
-    so every argument and result crosses as plain data, encoded to bytes and back."""
-    namespace = {}
-    for function in functions:
-        assert namespace.setdefault(function.__name__, function) is function, "the functions need distinct names"
-    with learner.Loopback(namespace) as session:
-        return check(*(session.handle(function.__name__) for function in functions), **kwargs)
-
-
-def failure(check, *args, **kwargs):
-    """The message of the ``AssertionError`` that ``check(*args, **kwargs)`` raises."""
-    with pytest.raises(AssertionError) as raised:
-        check(*args, **kwargs)
-    return str(raised.value)
-
 
 @dataclass
 class Row:

@@ -5,8 +5,6 @@ independently of the checks' references; each wrong part changes one thing.
 """
 import math
 
-import re
-import types
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.checks import vision_transformer as checks
-from course_utils.checks import learner
+from split_mode import assert_same_failure, split_verdict
 
 
 def stub(*args, **kwargs):
@@ -278,37 +276,6 @@ def test_encoder_block_check_fails_on_the_default_layer_norm_eps():
 # Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
 # (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
 # pass there too, and wrong ones fail with the message they get in the learner's notebook.
-
-def renamed(value, name):
-    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
-    if not isinstance(value, types.FunctionType):
-        return value
-    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
-    function.__kwdefaults__ = value.__kwdefaults__
-    return function
-
-
-def verdict(check, *arguments):
-    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
-    try:
-        check(*arguments)
-    except AssertionError as error:
-        return str(error)
-    return None
-
-
-def split_verdict(check, namespace):
-    """``verdict`` of ``check`` on handles of ``namespace``'s objects (the learner's names, in argument order)."""
-    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
-        return verdict(check, *(session.handle(name) for name in namespace))
-
-
-def assert_same_failure(check, namespace, message):
-    """``check`` fails on ``namespace``'s objects in-process and in split mode, with the same message, ``message``."""
-    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
-    assert in_process is not None and re.search(message, in_process, re.S), in_process
-    assert split_verdict(check, namespace) == in_process
-
 
 @pytest.mark.parametrize("check, namespace, summary", [
     (checks.check_patch_embedding, {"patch_embedding": embed_by_conv}, "patch_embedding: all 3 cases passed"),
