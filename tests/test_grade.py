@@ -549,6 +549,16 @@ def test_command_line_help_and_module_entry_point():
     assert result.returncode == 0 and "--assignment" in result.stdout and "--jobs" in result.stdout
 
 
+def test_the_command_says_how_the_kernels_are_isolated(tmp_path):
+    """Before grading, course-grade prints which protection this machine's Linux gives (Landlock ABI, or none)."""
+    (tmp_path / "submissions").mkdir()
+    result = subprocess.run([sys.executable, "-m", "course_utils.grading.grade", str(tmp_path / "submissions"),
+                             "--assignment", "no_such_assignment", "--solutions", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "no solution notebook" in result.stderr
+    assert "isolation of the learners' kernels: " + ("Landlock ABI" if SANDBOXED else "none") in result.stdout
+
+
 # ------------------------------------------------------------------ the course's own notebooks
 
 SOLUTIONS = sorted((REPO_DIR / "solutions").glob("*.ipynb"))

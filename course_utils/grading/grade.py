@@ -46,6 +46,7 @@ from course_utils.grading.execute import RUNNING, execute
 from course_utils.grading.gradebook import as_number, write_feedback, write_gradebook
 from course_utils.grading.processes import become_subreaper, child_pids, helper_pids, kill_leftovers, kill_tree
 from course_utils.grading.rebuild import plan, rebuild
+from course_utils.grading.sandbox import isolation
 from course_utils.grading.score import CheckResult, LearnerResult, score
 
 
@@ -188,6 +189,7 @@ def main(argv=None):
         print(f"{result.learner}: {as_number(result.total)}/{as_number(result.max_points)} {result.status} "
               f"({result.seconds:.1f} s)", flush=True)
 
+    print(f"course-grade: isolation of the learners' kernels: {isolation()}", flush=True)
     try:
         results = grade_class(args.submissions, name, args.solutions, options, out, feedback, progress)
     except (FileNotFoundError, ValueError) as error:
