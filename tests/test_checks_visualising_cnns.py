@@ -6,15 +6,12 @@ equations 1 and 2; the ridge classifier's normal equations), independently of th
 differently on purpose (``torch.autograd.grad`` on a captured activation instead of hooks, an einsum, centred
 features instead of a bias column). Each wrong answer changes one thing.
 """
-import re
-import types
-
 import pytest
 import torch
 from torch.nn import functional as F
 
-from course_utils.checks import learner
 from course_utils.checks import visualising_cnns as checks
+from split_mode import assert_same_failure, split_verdict
 
 
 def stub(*args, **kwargs):
@@ -318,33 +315,6 @@ def test_reference_linear_probe_minimises_the_ridge_objective():
 # (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
 # pass there too, and wrong ones fail with the message they get in the learner's notebook.
 
-def renamed(value, name):
-    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``)."""
-    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
-    function.__kwdefaults__ = value.__kwdefaults__
-    return function
-
-
-def verdict(check, *arguments):
-    """The message of the ``AssertionError`` that ``check(*arguments)`` raises, or None when it passes."""
-    try:
-        check(*arguments)
-    except AssertionError as error:
-        return str(error)
-    return None
-
-
-def split_verdict(check, name, function):
-    with learner.Loopback({name: renamed(function, name)}) as session:
-        return verdict(check, session.handle(name))
-
-
-def assert_same_failure(check, name, function, message):
-    in_process = verdict(check, renamed(function, name))
-    assert in_process is not None and re.search(message, in_process, re.S), in_process
-    assert split_verdict(check, name, function) == in_process
-
-
 @pytest.mark.parametrize("check, name, function, summary", [
     (checks.check_saliency, "saliency", saliency, "saliency: all 3 cases passed"),
     (checks.check_grad_cam, "grad_cam", grad_cam_by_autograd, "grad_cam: all 6 cases passed"),
@@ -352,7 +322,7 @@ def assert_same_failure(check, name, function, message):
     (checks.check_linear_probe, "fit_linear_probe", fit_linear_probe_centred, "fit_linear_probe: all 4 cases"),
 ], ids=["saliency", "grad_cam", "pooled_features", "fit_linear_probe"])
 def test_right_answers_pass_in_split_mode(check, name, function, summary, capsys):
-    assert split_verdict(check, name, function) is None
+    assert split_verdict(check, {name: function}) is None
     assert summary in capsys.readouterr().out
 
 
@@ -361,7 +331,7 @@ def test_right_answers_pass_in_split_mode(check, name, function, summary, capsys
     (checks.check_pooled_features, "pooled_features"), (checks.check_linear_probe, "fit_linear_probe"),
 ], ids=lambda value: value if isinstance(value, str) else value.__name__)
 def test_the_stubs_fail_with_the_same_message_in_split_mode(check, name):
-    assert_same_failure(check, name, stub, f"{name} is not implemented yet")
+    assert_same_failure(check, {name: stub}, f"{name} is not implemented yet")
 
 
 @pytest.mark.parametrize("check, name, function, message", [
@@ -380,4 +350,4 @@ def test_the_stubs_fail_with_the_same_message_in_split_mode(check, name):
 ], ids=["signed saliency", "saliency in place", "no ReLU", "not averaged", "not upsampled", "wrong layer",
         "max pooled", "bias regularised", "probe in place"])
 def test_wrong_answers_fail_with_the_same_message_in_split_mode(check, name, function, message):
-    assert_same_failure(check, name, function, message)
+    assert_same_failure(check, {name: function}, message)
