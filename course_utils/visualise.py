@@ -23,36 +23,32 @@ __all__ = ["grad_cam", "overlay", "GradCamView", "explore_grad_cam", "grad_cam_e
 def grad_cam(model, layer, x, targets):
     """Grad-CAM maps of each image's target class at ``layer``, upsampled to the input: (N, H, W), at least 0.
 
-    A forward hook keeps ``layer``'s output A (N, C, h, w) and a hook on that tensor its gradient dy/dA, y being each
-    image's target logit. Each channel k gets the weight alpha_k = mean over (h, w) of dy/dA_k (equation 1); the map
-    is ReLU(sum_k alpha_k A_k) (equation 2), resized to (H, W) bilinearly (``align_corners=False``), unnormalised.
+    A forward hook keeps ``layer``'s output A (N, C, h, w), and ``torch.autograd.grad`` gives dy/dA, y being each
+    image's target logit, without touching the parameters' ``.grad`` (the lecture uses a backward hook instead). Each
+    channel k gets the weight alpha_k = mean over (h, w) of dy/dA_k (equation 1); the map is ReLU(sum_k alpha_k A_k)
+    (equation 2), resized to (H, W) bilinearly (``align_corners=False``), unnormalised.
 
     Args:
-        model: a classifier in evaluation mode, (N, C, H, W) -> (N, K) logits.
+        model: a classifier in evaluation mode, (N, C, H, W) -> (N, K) logits; its parameters may be frozen.
         layer: a submodule of ``model`` whose output is a feature map (N, C, h, w).
         x: input tensor (N, C, H, W); not changed.
-        targets: int64 tensor (N,) of class indices, or an int for every image.
+        targets: int64 tensor (N,) of class indices, or one int (or 0-d tensor) for every image.
 
     Returns:
         float tensor (N, H, W), detached.
     """
     N = x.shape[0]
-    targets = torch.as_tensor(targets, dtype=torch.int64).expand(N) if not torch.is_tensor(targets) else targets
-    kept = {}
-
-    def keep(module, inputs, output):
-        kept["activation"] = output
-        output.register_hook(lambda gradient: kept.update(gradient=gradient))
-
-    hook = layer.register_forward_hook(keep)
+    targets = torch.as_tensor(targets, dtype=torch.int64, device=x.device).reshape(-1).expand(N)  # (N,)
+    kept = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: kept.append(output))
     try:
-        with torch.enable_grad():
-            logits = model(x)  # (N, K)
-            score = logits.gather(1, targets.reshape(N, 1)).sum()  # the images' scores are independent
-            score.backward()
+        with torch.enable_grad():  # under torch.no_grad() too
+            logits = model(x.detach().requires_grad_(True))  # (N, K): a graph even when the weights are frozen
+            score = logits.gather(1, targets.reshape(N, 1)).sum()  # the images' scores are independent in eval mode
+            (gradient,) = torch.autograd.grad(score, kept[0])  # (N, C, h, w): dy/dA
     finally:
         hook.remove()
-    activation, gradient = kept["activation"].detach(), kept["gradient"]  # (N, C, h, w) each
+    activation = kept[0].detach()  # (N, C, h, w)
     weights = gradient.mean(dim=(2, 3), keepdim=True)  # (N, C, 1, 1): alpha_k, equation 1
     cam = F.relu((weights * activation).sum(dim=1, keepdim=True))  # (N, 1, h, w): equation 2
     cam = F.interpolate(cam, size=tuple(x.shape[2:]), mode="bilinear", align_corners=False)  # (N, 1, H, W)

@@ -47,6 +47,21 @@ def test_grad_cam_takes_one_int_for_every_image_and_leaves_no_hook(model):
     assert (both >= 0).all()
 
 
+def test_grad_cam_works_on_frozen_weights_under_no_grad_and_leaves_no_gradient(model):
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    expected = grad_cam(model, model.layer4, x, torch.tensor([1, 2]))
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            frozen = grad_cam(model, model.layer4, x, torch.tensor([1, 2]))
+    finally:
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+    torch.testing.assert_close(frozen, expected)
+    assert all(parameter.grad is None for parameter in model.parameters())
+
+
 def test_overlay_blends_the_scaled_heat_map_over_the_image():
     image = np.full((4, 5, 3), 0.2)
     heat = np.zeros((4, 5))
