@@ -168,7 +168,7 @@ def train_classifier(model, x, y, optimizer, epochs, batch_size=32, seed=0, keep
     return time.perf_counter() - start
 
 
-def fit_linear_probe(train_features, train_labels, test_features, test_labels, epochs=300, lr=0.1,
+def fit_linear_probe(train_features, train_labels, test_features, test_labels, epochs=200, lr=0.1,
                      weight_decay=1e-3):
     """Test accuracy of a linear softmax classifier trained on fixed features (a linear probe).
 
