@@ -132,7 +132,7 @@ def _as_tensor(value, case, what, shape):
     if not isinstance(value, torch.Tensor):
         raise AssertionError(f"{case}: {what} should return a tensor of shape {tuple(shape)}; got "
                              f"{common.type_name(value)}")
-    return value.detach().double()
+    return value.detach().cpu().double()  # a learner may have moved it to a GPU
 
 
 def _matches(received, candidate):
