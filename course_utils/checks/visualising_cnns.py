@@ -20,7 +20,8 @@ bundled photos, and a small CIFAR-style ResNet (``course_utils.models.resnet``, 
 weights drawn from a fixed seed, on bundled digits. A check cannot send a network to the learner's kernel, so the
 learner's functions are called by ``learner_on_network``, a probe that builds the network by name where the
 learner's function lives (under ``course-grade``, in the learner's kernel) and passes it, the layer named in the
-case and the plain inputs; it sends back what the function returned. The references are computed here, on this
+case and the plain inputs; it sends back what the function returned and the inputs as they are after the call (so
+that an input changed in place shows here, in split mode too). The references are computed here, on this
 process's own copy of the network: whatever the learner's code does to its copy can change only what comes back.
 """
 import functools
