@@ -289,6 +289,7 @@ class Session:
 
     def probe(self, name, args, kwargs):
         reply = self._request({"operation": "probe", "probe": name, "args": tuple(args), "kwargs": dict(kwargs)})
+        _apply_changes(args, kwargs, reply.get("changed"))
         return reply.get("result")
 
 
