@@ -4,16 +4,13 @@ Right answers: freezing by ``requires_grad_`` on the whole model or parameter by
 ``model.fc.parameters()`` or over the parameters that require gradients, SGD or Adam; parameter groups built from
 the stages in either direction; linear probes trained with SGD or Adam. Each wrong answer changes one thing.
 """
-import re
-import types
-
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from course_utils.checks import learner
 from course_utils.checks import transfer_learning as checks
+from split_mode import assert_same_failure, split_verdict
 
 
 def stub(*args, **kwargs):
@@ -266,34 +263,6 @@ def test_reference_probe_is_near_perfect_on_separable_clusters_and_chance_on_noi
 # Under ``course-grade`` a check runs in the grader's process on handles of the learner's objects
 # (``learner.Loopback`` runs that protocol in this process, every message encoded to bytes): right answers must
 # pass there too, and wrong ones fail with the message they get in the learner's notebook.
-
-def renamed(value, name):
-    """A function under the learner's ``name`` (a lambda's ``__name__`` is ``<lambda>``); anything else as it is."""
-    if not isinstance(value, types.FunctionType):
-        return value
-    function = types.FunctionType(value.__code__, value.__globals__, name, value.__defaults__, value.__closure__)
-    function.__kwdefaults__ = value.__kwdefaults__
-    return function
-
-
-def verdict(check, *arguments):
-    try:
-        check(*arguments)
-    except AssertionError as error:
-        return str(error)
-    return None
-
-
-def split_verdict(check, namespace):
-    with learner.Loopback({name: renamed(value, name) for name, value in namespace.items()}) as session:
-        return verdict(check, *(session.handle(name) for name in namespace))
-
-
-def assert_same_failure(check, namespace, message):
-    in_process = verdict(check, *(renamed(value, name) for name, value in namespace.items()))
-    assert in_process is not None and re.search(message, in_process, re.S), in_process
-    assert split_verdict(check, namespace) == in_process
-
 
 @pytest.mark.parametrize("check, namespace, summary", [
     (checks.check_feature_extraction, {"prepare_feature_extraction": prepare_by_name},

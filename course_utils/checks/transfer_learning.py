@@ -17,6 +17,7 @@ from torch import nn
 
 from course_utils.checks import common, learner
 from course_utils.models.efficientnet_lite import LITE0_STAGES, EfficientNetLite
+from course_utils.transfer import efficientnet_stages
 
 HEAD_NAMES = ("fc.weight", "fc.bias")
 NOT_IN_MODEL = "<a tensor that is not a parameter of the model>"
@@ -143,17 +144,14 @@ def _lite0_stage_of(name):
 
 
 def _network_and_stages(which, seed):
-    """The network of a case and its stages, built from the module's own attributes (input to output)."""
+    """The network of a case and its stages, input to output (the function's input; the expected groups come from
+    the parameter names, ``_lite0_stage_of``)."""
     if which == "three stages":
         torch.manual_seed(seed)
         model = _ThreeStages()
         return model, [("first", model.first), ("middle", model.middle), ("last", model.last)]
     model = _lite0(seed)
-    stages, start = [("stem", model.stem)], 0
-    for index, stage in enumerate(LITE0_STAGES, start=1):
-        stages.append((f"stage{index}", model.blocks[start:start + stage.num_layers]))
-        start += stage.num_layers
-    return model, stages + [("head", model.head), ("fc", model.fc)]
+    return model, efficientnet_stages(model)
 
 
 def learner_parameter_groups(param_groups, which, base_lr, decay, seed, case):
