@@ -74,19 +74,21 @@ def efficientnet_stages(model):
 def pooled_stage_features(model, x, batch_size=128):
     """Every stage's output of an EfficientNet-Lite, averaged over H and W: ``{stage name: (N, C_stage)}``.
 
-    The model runs in evaluation mode without gradients, ``batch_size`` images at a time; the ``fc`` stage is
-    left out (its input is the head's pooled output).
+    The model runs in evaluation mode without gradients, ``batch_size`` images at a time, on the device of its
+    parameters; the features come back on the CPU. The ``fc`` stage is left out (its input is the head's pooled
+    output).
     """
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     stages = efficientnet_stages(model)[:-1]
     pooled = {name: [] for name, _ in stages}
     with torch.no_grad():
         for batch in x.split(batch_size):
-            out = batch  # (n, 3, H, W)
+            out = batch.to(device)  # (n, 3, H, W)
             for name, stage in stages:
                 out = stage(out)  # (n, C_stage, H_stage, W_stage)
-                pooled[name].append(out.mean(dim=(2, 3)))  # (n, C_stage)
+                pooled[name].append(out.mean(dim=(2, 3)).cpu())  # (n, C_stage)
     model.train(was_training)
     return {name: torch.cat(parts) for name, parts in pooled.items()}
 
@@ -131,11 +133,13 @@ def stage_parameter_groups(stages, base_lr, decay):
 # --------------------------------------------------------------------------- training
 
 def accuracy(model, x, y, batch_size=256):
-    """Fraction of ``x`` (N, C, H, W) that ``model`` classifies as ``y`` (N,), in evaluation mode."""
+    """Fraction of ``x`` (N, C, H, W) that ``model`` classifies as ``y`` (N,), in evaluation mode, on the device
+    of the model's parameters."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        predictions = torch.cat([model(batch).argmax(dim=1) for batch in x.split(batch_size)])  # (N,)
+        predictions = torch.cat([model(batch.to(device)).argmax(dim=1).cpu() for batch in x.split(batch_size)])
     model.train(was_training)
     return float((predictions == y).float().mean())
 
@@ -144,12 +148,15 @@ def train_classifier(model, x, y, optimizer, epochs, batch_size=32, seed=0, keep
                      before_epoch=None):
     """Train ``model`` on the tensors ``x`` (N, C, H, W), ``y`` (N,) with cross-entropy; return the seconds taken.
 
+    Each batch moves to the device of the model's parameters (the tensors may stay on the CPU).
+
     Args:
         optimizer: over the parameters to train (its groups carry their own learning rates).
         keep_frozen_bn_eval: after ``model.train()``, put frozen batch-norm layers back in evaluation mode
             (``frozen_batchnorm_to_eval``). ``False`` shows the pitfall.
         before_epoch: called as ``before_epoch(epoch)`` before each epoch (progressive unfreezing uses it).
     """
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -160,11 +167,13 @@ def train_classifier(model, x, y, optimizer, epochs, batch_size=32, seed=0, keep
             frozen_batchnorm_to_eval(model)
         order = torch.randperm(len(x), generator=generator)  # (N,)
         for batch in order.split(batch_size):
-            loss = F.cross_entropy(model(x[batch]), y[batch])
+            loss = F.cross_entropy(model(x[batch].to(device)), y[batch].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
     model.eval()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the GPU's queue finished: the time is the training's
     return time.perf_counter() - start
 
 
