@@ -38,6 +38,13 @@ def grey_to_input(images, size, mean=PIXEL_MEAN, std=PIXEL_STD):
     Returns:
         float32 tensor (N, 3, size, size): resized bilinearly, the grey value repeated on R, G and B.
     """
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
+        found = (f"an array of dtype {images.dtype} and shape {images.shape}" if isinstance(images, np.ndarray)
+                 else f"a {type(images).__name__}")
+        raise TypeError(f"grey_to_input expects grey uint8 images (N, H, W) as the data pack's loaders return; "
+                        f"got {found}")
+    if not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive int; got {size!r}")
     x = torch.from_numpy(np.ascontiguousarray(images)).float().unsqueeze(1)  # (N, 1, H, W)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (N, 1, size, size)
     x = x.expand(-1, 3, -1, -1)  # (N, 3, size, size)
@@ -48,6 +55,11 @@ def grey_to_input(images, size, mean=PIXEL_MEAN, std=PIXEL_STD):
 
 def labels_per_class(labels, per_class, seed=0):
     """Indices of ``per_class`` examples of every class, drawn without replacement with ``seed``, sorted."""
+    counts = {int(label): int((labels == label).sum()) for label in np.unique(labels)}
+    short = {label: count for label, count in counts.items() if count < per_class}
+    if short:
+        raise ValueError(f"cannot draw {per_class} examples per class: some classes have fewer "
+                         f"(class: count) {short}")
     rng = np.random.default_rng(seed)
     chosen = [rng.choice(np.flatnonzero(labels == label), size=per_class, replace=False)
               for label in np.unique(labels)]

@@ -77,7 +77,8 @@ def test_no_test_patch_overlaps_a_training_patch_of_the_same_photo():
         mine = pack["labels"] == label
         train = pack["corners"][mine & ~pack["is_test"]].astype(np.int64)  # (240, 2) top, left
         test = pack["corners"][mine & pack["is_test"]].astype(np.int64)  # (80, 2)
-        assert _overlap_free(test, train), f"a test patch of {data.NATURAL_PATCH_CLASSES[label]} overlaps a training one"
+        name = data.NATURAL_PATCH_CLASSES[label]
+        assert _overlap_free(test, train), f"a test patch of {name} overlaps a training one"
 
 
 def _overlap_free(test, train, size=32):

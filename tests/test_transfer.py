@@ -36,6 +36,26 @@ def test_labels_per_class_draws_that_many_of_every_class():
     assert np.array_equal(chosen, transfer.labels_per_class(labels, 7, seed=3))
 
 
+@pytest.mark.parametrize("images, message", [
+    (np.zeros((2, 8, 8), dtype=np.float32), "grey uint8 images .* dtype float32"),
+    (np.zeros((2, 8, 8, 3), dtype=np.uint8), r"shape \(2, 8, 8, 3\)"),
+    ([[0]], "got a list"),
+])
+def test_grey_to_input_refuses_what_is_not_grey_uint8_images(images, message):
+    with pytest.raises(TypeError, match=message):
+        transfer.grey_to_input(images, size=8)
+
+
+def test_grey_to_input_refuses_a_bad_size():
+    with pytest.raises(ValueError, match="size must be a positive int; got 0"):
+        transfer.grey_to_input(np.zeros((1, 4, 4), dtype=np.uint8), size=0)
+
+
+def test_labels_per_class_refuses_more_than_a_class_has():
+    with pytest.raises(ValueError, match=r"cannot draw 3 examples per class: .* \{1: 2\}"):
+        transfer.labels_per_class(np.array([0, 0, 0, 1, 1]), 3)
+
+
 def test_efficientnet_stages_cover_every_parameter_once_in_order():
     model = EfficientNetLite()
     stages = transfer.efficientnet_stages(model)

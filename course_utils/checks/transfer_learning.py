@@ -75,7 +75,8 @@ FEATURE_EXTRACTION_CASES = ((6, 1e-3), (10, 0.05))  # (num_classes, lr)
 
 
 def check_feature_extraction(prepare_feature_extraction):
-    """``prepare_feature_extraction(model, num_classes, lr)``: new head, frozen backbone, BN in eval, head-only optimiser."""
+    """``prepare_feature_extraction(model, num_classes, lr)``: a new head, a frozen backbone, batch norm in eval
+    mode, an optimiser over the head only."""
     reference = _lite0(0)
     all_names = [name for name, _ in reference.named_parameters()]
     bn_names = [name for name, m in reference.named_modules() if isinstance(m, nn.BatchNorm2d)]
