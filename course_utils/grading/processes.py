@@ -1,7 +1,7 @@
 """The grader's child processes: adopting the orphans, finding the children, stopping them.
 
 ``course-grade`` (``grade.py``) and its workers (``execute.py``) both start
-processes (pytest runs, kernels) that a learner's code may try to make outlive the grading: a daemon
+processes (workers, kernels) that a learner's code may try to make outlive the grading: a daemon
 that leaves its session is re-parented to the nearest subreaper, which then stops it.
 """
 import os
