@@ -134,9 +134,15 @@ class Server:
         self.numbers = itertools.count(1)
 
     def keep(self, obj):
+        """Keep ``obj`` for later requests; its description with the new handle."""
         handle = next(self.numbers)
         self.handles[handle] = obj
-        description = {"handle": handle, "type": type(obj).__name__, "callable": callable(obj)}
+        return dict(self.describe(obj), handle=handle)
+
+    @staticmethod
+    def describe(obj):
+        """What the grader may know of an object that stays here: its type's name, callable, a module or not."""
+        description = {"type": type(obj).__name__, "callable": callable(obj)}
         name = getattr(obj, "__name__", None)
         if isinstance(name, str):
             description["name"] = name[:200]
@@ -167,7 +173,7 @@ class Server:
                 return plain_data.encode({"ok": True})
             if operation == "describe":
                 target = self.resolve(request["target"])
-                return plain_data.encode({"ok": True, "description": self.keep(target)})
+                return plain_data.encode({"ok": True, "description": self.describe(target)})
             args, kwargs = request.get("args", ()), request.get("kwargs", {})
             if operation == "call":
                 target = request["target"]  # decoded from the reference: the learner's object itself
@@ -245,7 +251,7 @@ class Session:
         """The handle of the learner's ``name``; ``NameError`` when the learner's namespace has no such name."""
         reply = self._request({"operation": "describe", "target": {"name": name}})
         description = reply.get("description")
-        if not isinstance(description, dict) or type(description.get("handle")) is not int:
+        if not isinstance(description, dict):
             raise KernelFailure("the kernel's description of a name is not valid")
         return LearnerObject(self, {"name": name}, dict(description, name=name))
 
