@@ -186,7 +186,7 @@ def test_ddp_check_reports_a_crash_of_a_rank():
             raise ValueError("rank 1 broke")
         ddp(rank, *args)
 
-    assert_same_failure(checks.check_train_ddp, {"train_ddp": train_ddp}, r"rank 1 raised ValueError: rank 1 broke")
+    assert_same_failure(checks.check_train_ddp, {"train_ddp": train_ddp}, r"lr 0\.3\), rank 1: train_ddp raised ValueError: rank 1 broke")
 
 
 # --------------------------------------------------------------------------- mixed precision

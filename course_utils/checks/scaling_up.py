@@ -225,7 +225,7 @@ def _ddp_worker(train_ddp, rank, port, folder, case, queue):
         torch.save = recording_save
         try:
             _call(train_ddp, rank, WORLD_SIZE, model, dataset, DDP_GLOBAL_BATCH, DDP_EPOCHS, DDP_LR,
-                        os.path.join(folder, "checkpoint.pt"), case=case)
+                        os.path.join(folder, "checkpoint.pt"), case=f"{case}, rank {rank}")
         finally:
             torch.save = real_save
         report.update(params={name: p.detach().numpy().copy() for name, p in model.named_parameters()},
