@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils.numpy_nn import conv2d_backward_fast, conv2d_forward_fast, fast_conv
-from course_utils.numpy_nn.fast_conv import FastConv2dCache
+from course_utils.numpy_nn.fast_conv import Conv2dWorkspace, FastConv2dCache
 
 # x shape (N, C, H, W), w shape (F, C, KH, KW), stride, padding, dilation
 GRID = [
@@ -238,4 +238,92 @@ def test_forward_returns_a_fast_cache():
     _, cache = conv2d_forward_fast(*_valid(), stride=(1, 2), padding=(0, 1), dilation=1)
     assert isinstance(cache, FastConv2dCache)
     assert (cache.stride, cache.padding, cache.dilation) == ((1, 2), (0, 1), (1, 1))
-    assert cache.x_flat.shape == (2, 1 * 5 * 7), "x_flat should be (C, N*Hp*Wp)"
+    assert cache.x_pad.shape == (1, 5, 7, 2), "x_pad should be (N, Hp, Wp, C), channels last"
+    assert cache.workspace is None
+
+
+# --------------------------------------------------------------------------- the optional workspace
+
+@pytest.mark.parametrize("config", [GRID[1], GRID[4], GRID[13], GRID[18]], ids=_ids)
+def test_a_reused_workspace_gives_the_same_results_as_none(config):
+    """Two forward/backward rounds through one workspace equal the calls without one, bit for bit."""
+    _, _, stride, padding, dilation = config
+    settings = dict(stride=stride, padding=padding, dilation=dilation)
+    x, w, b = _random_case(config, np.float32)
+    out, cache = conv2d_forward_fast(x, w, b, **settings)
+    dout = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)  # (N, F, H_out, W_out)
+    grads = conv2d_backward_fast(dout, cache)
+    workspace = Conv2dWorkspace(x.shape, w.shape, **settings)
+    for round_ in range(2):
+        out_ws, cache_ws = conv2d_forward_fast(x, w, b, **settings, workspace=workspace)
+        np.testing.assert_array_equal(out_ws, out, err_msg=f"forward, round {round_}")
+        for name, grad, grad_ws in zip(("dx", "dw", "db"), grads,
+                                       conv2d_backward_fast(dout, cache_ws, workspace=workspace)):
+            np.testing.assert_array_equal(grad_ws, grad, err_msg=f"{name}, round {round_}")
+
+
+def test_results_are_new_arrays_not_workspace_buffers():
+    config = ((2, 3, 6, 6), (4, 3, 3, 3), 1, 1, 1)
+    x, w, b = _random_case(config, np.float64)
+    workspace = Conv2dWorkspace(x.shape, w.shape, padding=1, dtype=np.float64)
+    first, cache = conv2d_forward_fast(x, w, b, padding=1, workspace=workspace)
+    dx_first = conv2d_backward_fast(np.ones_like(first), cache, workspace=workspace)[0]
+    kept, kept_dx = first.copy(), dx_first.copy()
+    out, cache = conv2d_forward_fast(2 * x, w, b, padding=1, workspace=workspace)
+    conv2d_backward_fast(np.full_like(out, 3.0), cache, workspace=workspace)
+    np.testing.assert_array_equal(first, kept, err_msg="a later call changed an earlier output")
+    np.testing.assert_array_equal(dx_first, kept_dx, err_msg="a later call changed an earlier dx")
+
+
+def test_a_workspace_of_another_shape_is_refused():
+    x, w, b = _valid()  # x (1, 2, 5, 5), w (3, 2, 3, 3)
+    workspace = Conv2dWorkspace((1, 2, 6, 6), w.shape)
+    with pytest.raises(ValueError, match=r"workspace was made for another layer: x shape \(1, 2, 6, 6\) "
+                                         r"\(this call: \(1, 2, 5, 5\)\)"):
+        conv2d_forward_fast(x, w, b, workspace=workspace)
+
+
+def test_a_workspace_with_other_settings_or_dtype_is_refused():
+    x, w, b = _valid()
+    with pytest.raises(ValueError, match=r"padding \(1, 1\) \(this call: \(0, 0\)\)"):
+        conv2d_forward_fast(x, w, b, workspace=Conv2dWorkspace(x.shape, w.shape, padding=1))
+    with pytest.raises(ValueError, match=r"dtype float32 \(this call: float64\)"):
+        conv2d_forward_fast(x.astype(np.float64), w, b, workspace=Conv2dWorkspace(x.shape, w.shape))
+
+
+def test_backward_refuses_a_workspace_of_another_layer():
+    x, w, b = _valid()
+    out, cache = conv2d_forward_fast(x, w, b)
+    with pytest.raises(ValueError, match=r"another layer: stride \(2, 2\) \(this call: \(1, 1\)\)"):
+        conv2d_backward_fast(out, cache, workspace=Conv2dWorkspace(x.shape, w.shape, stride=2))
+
+
+def test_a_cache_overwritten_by_a_later_forward_is_refused():
+    x, w, b = _valid()
+    workspace = Conv2dWorkspace(x.shape, w.shape)
+    out, old_cache = conv2d_forward_fast(x, w, b, workspace=workspace)
+    _, new_cache = conv2d_forward_fast(x, w, b, workspace=workspace)
+    conv2d_backward_fast(out, new_cache, workspace=workspace)  # the newest cache is fine
+    with pytest.raises(ValueError, match=r"later conv2d_forward_fast call with the same workspace .* overwritten"):
+        conv2d_backward_fast(out, old_cache)
+
+
+def test_workspace_argument_must_be_a_workspace():
+    with pytest.raises(TypeError, match=r"workspace must be a Conv2dWorkspace or None; got dict"):
+        conv2d_forward_fast(*_valid(), workspace={})
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, error, message",
+    [
+        (((1, 2, 5), (3, 2, 3, 3)), {}, TypeError, r"x_shape must be a tuple of 4 ints; got \(1, 2, 5\)"),
+        (((1, 2, 5, 5), (3, 4, 3, 3)), {}, ValueError, r"w has 4 input channels"),
+        (((1, 2, 2, 2), (3, 2, 3, 3)), {}, ValueError, r"the kernel spans 3 inputs"),
+        (((1, 2, 5, 5), (3, 2, 3, 3)), {"stride": 0}, ValueError, r"stride must be an int >= 1; got 0"),
+        (((1, 2, 5, 5), (3, 2, 3, 3)), {"dtype": np.int64}, TypeError, r"dtype must be float32 or float64"),
+    ],
+    ids=["x-shape-3d", "channels-differ", "kernel-too-big", "stride-0", "int-dtype"],
+)
+def test_workspace_rejects_bad_layers(args, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Conv2dWorkspace(*args, **kwargs)
