@@ -333,7 +333,8 @@ def find_chromium():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Build the course's static HTML site from the executed notebooks.")
-    parser.add_argument("--out", type=pathlib.Path, default=BUILD_DIR / "html", help="HTML folder (default %(default)s)")
+    parser.add_argument("--out", type=pathlib.Path, default=BUILD_DIR / "html",
+                        help="HTML folder (default %(default)s)")
     parser.add_argument("--offline-check", action="store_true",
                         help="then open chapter 01 in headless Chromium offline: math typeset, saved widget drawn")
     args = parser.parse_args(argv)
@@ -346,7 +347,8 @@ def main(argv=None):
     if args.offline_check:
         chromium = find_chromium()
         if chromium is None:
-            print("site: --offline-check needs Chromium (apt install chromium, or set COURSE_CHROMIUM)", file=sys.stderr)
+            print("site: --offline-check needs Chromium (apt install chromium, or set COURSE_CHROMIUM)",
+                  file=sys.stderr)
             return 1
         result = offline_check(args.out / "notebooks" / "01_convolution.html", chromium)
         print(f"offline: {result['typeset']} formulas typeset, raw TeX left: {result['raw_tex'] or 'none'}, "

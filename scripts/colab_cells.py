@@ -24,12 +24,13 @@ import nbformat
 REPO_DIR = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_DIR))
 
-from course_utils.site import REPOSITORY, colab_badge, colab_url  # noqa: E402  (the path above first)
+from course_utils.site import REPOSITORY, colab_badge  # noqa: E402  (the path above first)
 
 SETUP_TAG = "colab-setup"
 BADGE_LINE = re.compile(r"^\[!\[Open in Colab\]\([^)]*\)\]\([^)]*\)$", re.MULTILINE)
 # a syllabus row's chapter cell: "[Title](notebooks/NN_topic.ipynb)" and maybe its badge
-README_LINK = re.compile(r"(\[[^\]]+\]\((notebooks/\d\d_[a-z0-9_]+\.ipynb)\))( \[!\[Open in Colab\]\([^)]*\)\]\([^)]*\))?")
+README_LINK = re.compile(r"(\[[^\]]+\]\((notebooks/\d\d_[a-z0-9_]+\.ipynb)\))"
+                         r"( \[!\[Open in Colab\]\([^)]*\)\]\([^)]*\))?")
 
 
 def setup_source(repository=REPOSITORY):

@@ -110,11 +110,14 @@ def test_a_sphinx_warning_fails_the_build(tmp_path):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
         "# 00 Setup\n\nSee [the missing chapter](99_missing.ipynb).")])
     nbformat.write(notebook, repo / "notebooks" / "00_setup.ipynb")
+    solution = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 00 Setup: exercises")])
+    nbformat.write(solution, repo / "solutions" / "00_setup.ipynb")
     readme = "# Course\n\nIntro.\n\n## Syllabus\n\n| # | chapter | you build | status |\n|---|---|---|---|\n" \
              "| 00 | [Setup](notebooks/00_setup.ipynb) | the set-up | ready |\n"
     (repo / "README.md").write_text(readme, encoding="utf-8")
     try:
-        with pytest.raises(site.SiteError, match="sphinx-build failed.*99_missing"):
+        missing = r"(?s)sphinx-build failed.*cross-reference target not found: '99_missing.ipynb'"
+        with pytest.raises(site.SiteError, match=missing):
             site.build(tmp_path / "html", repo_dir=repo)
     except site.NpmMissing as error:
         pytest.skip(str(error))

@@ -32,7 +32,8 @@ def test_every_readme_badge_opens_an_existing_notebook_of_the_repository():
     targets = colab_targets(README)
     assert targets, "the README has no Colab badge"
     for repository, branch, path in targets:
-        assert (repository, branch) == (site.REPOSITORY, site.BRANCH), f"badge for {path} points at {repository}@{branch}"
+        assert (repository, branch) == (site.REPOSITORY, site.BRANCH), (
+            f"the badge for {path} points at {repository}@{branch}")
         assert (REPO / path).is_file(), f"a README badge points at {path}, which does not exist"
 
 
