@@ -237,6 +237,8 @@ def _ddp_worker(train_ddp, rank, port, folder, case, queue):
         report["traceback"] = traceback.format_exc()[-1500:]
     finally:
         queue.put(report)
+        queue.close()
+        queue.join_thread()  # the report is in the pipe before this process ends (os._exit skips the flush)
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
     os._exit(0)
@@ -261,10 +263,11 @@ def learner_ddp(train_ddp, case):
         process.start()
     ranks, timed_out = [], False
     for _ in processes:
-        try:
-            ranks.append(results.get(timeout=DDP_TIMEOUT))
+        failed = any("failure" in report for report in ranks)
+        try:  # once a rank has failed, the others are only waiting for it: give them a few seconds
+            ranks.append(results.get(timeout=5.0 if failed else DDP_TIMEOUT))
         except queues.Empty:
-            timed_out = True
+            timed_out = not failed
             break
     for process in processes:
         process.join(timeout=5)
