@@ -1,39 +1,38 @@
-"""How fast is ``course_utils.numpy_nn.conv2d_forward_fast`` / ``conv2d_backward_fast`` next to PyTorch?
+"""How fast are ``numpy_nn.conv2d_forward_fast`` / ``conv2d_backward_fast`` next to their GEMM floors and PyTorch?
 
-    python benchmarks/numpy_conv.py [--repeats 25] [--warmup 3] [--json PATH]
+    python benchmarks/numpy_conv.py [--rounds 5] [--block 5] [--repeats 10] [--warmup 3] [--json PATH]
 
-Targets (issue): forward within 1.5x of ``torch.nn.functional.conv2d`` and backward within
-2x of its autograd backward (dx, dw, db), on the CPU, for input (32, 64, 32, 32), weight
-(64, 64, 3, 3), padding 1, float32. The machine may be shared, so absolute times are noisy:
-every implementation runs once per round, rounds are repeated, and each row reports the
-median time and its ratio to PyTorch's median from the same rounds (the issue's reference
-figures, PyTorch at about 19 ms, were taken this way), then the fastest round's time and
-ratio. A plain im2col (``sliding_window_view`` + ``tensordot``) forward is timed for reference.
+The layer: input (32, 64, 32, 32), weight (64, 64, 3, 3), padding 1, float32, on the CPU.
 
-A second table times each implementation **in a block of its own**, after 20 warm-up calls,
-the way a training loop calls it. This is the fair comparison, and the two ways disagree about
-PyTorch: oneDNN's convolution gets much faster once warm in a block (about 7-8 ms here, near
-this CPU's float32 peak, against 12-45 ms when every call follows a NumPy call, whose BLAS
-threads still spin and whose memory traffic evicts PyTorch's caches). The interleaved ratios
-therefore flatter NumPy. Two more rows bound what any pure-NumPy convolution can do here:
+Targets (issue 15): the forward within 1.25x of the one matrix product it cannot avoid,
+(N*H*W, C*KH*KW) @ (C*KH*KW, F), and the backward within 1.35x of its two products, the dx
+product of the same shape (F and C swap; here C = F) and the dw product
+(C*KH*KW, N*H*W) @ (N*H*W, F). These **floors** are timed on preallocated operands of those
+shapes, results written with ``out=`` into preallocated arrays: the products alone, nothing
+else. (Issue 3 showed that PyTorch's warm oneDNN convolution is itself faster than that
+forward floor here, so "1.5x of PyTorch" is out of reach of any GEMM-based NumPy convolution.)
 
-* NumPy's matrix product of the im2col size alone, the floor of every GEMM-based convolution
-  (OpenBLAS runs this tall, narrow product at about half of its square-matrix speed); it is
-  itself 1.5-2.1x PyTorch's warm forward, so the 1.5x forward target cannot be met that way.
-  Likewise the backward's two products (for dx and dw) alone are 1.4-1.5x PyTorch's warm
-  backward, which leaves little room under the 2x backward target for the window copies.
-* An experimental Winograd F(4x4, 3x3) forward (``winograd_forward`` below), which needs 4x
-  fewer multiplications but more passes over memory; it is about 2.5x PyTorch's warm forward.
+How it is timed. Each function runs **warm in a block of its own** (``--warmup`` untimed calls,
+then the median of ``--block`` calls, ``course_utils.timing.time_call``), the way a training
+loop calls a layer. The machine may be shared, so the floor and the implementations alternate
+in nearby blocks, floor - implementations - floor, and each ratio is an implementation's block
+over the mean of the two floor blocks around it; this **round** is repeated ``--rounds`` times and
+the report gives the median ratio and the range over rounds. The implementations are timed
+without a workspace (the teaching interface: every call allocates its buffers) and with a
+``Conv2dWorkspace`` (buffers reused; a fresh large array costs a page fault per 4 KiB on a
+virtual machine). PyTorch's convolution (forward under ``no_grad``, backward by
+``torch.autograd.grad(..., retain_graph=True)`` on a graph built once) is timed in the same
+rounds, and an experimental Winograd F(4x4, 3x3) forward (``winograd_forward`` below) once per round.
 
-The backward rows time the backward alone: the PyTorch graph is built once and
-``torch.autograd.grad(..., retain_graph=True)`` is timed; the NumPy cache is built once.
-The times come from ``course_utils.timing`` (``time_interleaved``, then ``time_call``).
-Nothing is written unless ``--json PATH`` is given.
+A first table (kept from issue 3) runs every function once per round, interleaved, as
+``course_utils.timing.time_interleaved`` does: PyTorch is much slower there than warm in a block,
+as every call follows a NumPy call whose BLAS threads still spin and whose memory traffic has
+evicted its caches; the interleaved ratios to PyTorch therefore flatter NumPy.
 
 On a busy machine (load average above the CPU count) every time grows, NumPy's more than
 PyTorch's: OpenBLAS splits each matrix product evenly between its threads, which wait for
-each other, so one thread that loses its core delays the whole product. The best-round
-columns are then the better guide to what the code does on an idle machine.
+each other, so one thread that loses its core delays the whole product. The load average
+before and after is printed; nothing is written unless ``--json PATH`` is given.
 """
 import argparse
 import ctypes
@@ -47,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 
-from course_utils.numpy_nn.fast_conv import conv2d_backward_fast, conv2d_forward_fast
+from course_utils.numpy_nn.fast_conv import Conv2dWorkspace, conv2d_backward_fast, conv2d_forward_fast
 from course_utils.timing import time_call, time_interleaved
 
 X_SHAPE = (32, 64, 32, 32)  # (N, C, H, W)
@@ -153,10 +152,60 @@ def blas_info():
     return info
 
 
+def floor_operands(rng):
+    """Preallocated operands and outputs of the forward's GEMM and the backward's two GEMMs."""
+    N, C, H, W = X_SHAPE
+    F_out, _, KH, KW = W_SHAPE
+    cols = rng.standard_normal((N * H * W, C * KH * KW), dtype=np.float32)  # (N*H*W, C*KH*KW)
+    filters = rng.standard_normal((C * KH * KW, F_out), dtype=np.float32)  # (C*KH*KW, F)
+    dout_rows = rng.standard_normal((N * H * W, F_out), dtype=np.float32)  # (N*H*W, F)
+    out_rows = np.empty((N * H * W, F_out), dtype=np.float32)  # (N*H*W, F)
+    dw_rows = np.empty((C * KH * KW, F_out), dtype=np.float32)  # (C*KH*KW, F)
+
+    def forward_gemm():
+        np.matmul(cols, filters, out=out_rows)  # (N*H*W, C*KH*KW) @ (C*KH*KW, F)
+
+    def backward_gemms():
+        np.matmul(cols, filters, out=out_rows)  # dx: (N*H*W, F*KH*KW) @ (F*KH*KW, C), the same sizes as C = F
+        np.matmul(cols.T, dout_rows, out=dw_rows)  # dw: (C*KH*KW, N*H*W) @ (N*H*W, F)
+
+    return forward_gemm, backward_gemms
+
+
+def floor_rounds(floors, implementations, rounds, block, warmup):
+    """Per round: floor block, each implementation's block, floor block again.
+
+    Args:
+        floors: {"forward": fn, "backward": fn}.
+        implementations: {name: (pass name, fn)}, pass name "forward" or "backward".
+        rounds, block, warmup: rounds; timed calls per block; untimed calls before each block.
+
+    Returns:
+        (ratios, seconds): {name: [ratio to the mean of its round's two floor blocks, per round]},
+        {name or "floor forward"/"floor backward": [block median seconds, per round]}.
+    """
+    ratios = {name: [] for name in implementations}
+    seconds = {name: [] for name in implementations}
+    seconds.update({f"floor {kind}": [] for kind in floors})
+    for _ in range(rounds):
+        for kind, floor in floors.items():
+            before = time_call(floor, repeats=block, warmup=warmup).median
+            timed = {name: time_call(fn, repeats=block, warmup=warmup).median
+                     for name, (pass_name, fn) in implementations.items() if pass_name == kind}
+            after = time_call(floor, repeats=block, warmup=warmup).median
+            seconds[f"floor {kind}"].append((before + after) / 2)
+            for name, value in timed.items():
+                seconds[name].append(value)
+                ratios[name].append(value / ((before + after) / 2))
+    return ratios, seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=25, help="interleaved rounds (at least 20 for the report)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument("--rounds", type=int, default=5, help="floor/implementation rounds of blocks")
+    parser.add_argument("--block", type=int, default=5, help="timed calls per block (the median is kept)")
+    parser.add_argument("--repeats", type=int, default=10, help="rounds of the interleaved table")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each block and table")
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
     args = parser.parse_args()
 
@@ -170,42 +219,64 @@ def main():
     dout = rng.standard_normal(tuple(out_t.shape), dtype=np.float32)  # (N, F, H_out, W_out)
     dout_t = torch.from_numpy(dout)
     out, cache = conv2d_forward_fast(x, w, b, padding=PADDING)
+    forward_workspace = Conv2dWorkspace(X_SHAPE, W_SHAPE, padding=PADDING)  # timed forward calls reuse it
+    backward_workspace = Conv2dWorkspace(X_SHAPE, W_SHAPE, padding=PADDING)  # holds the timed backward's cache
+    _, cache_ws = conv2d_forward_fast(x, w, b, padding=PADDING, workspace=backward_workspace)
 
     # the timings only mean something if the results agree
     np.testing.assert_allclose(out, out_t.detach().numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(conv2d_forward_fast(x, w, b, padding=PADDING, workspace=forward_workspace)[0], out)
     # Winograd trades accuracy for speed: errors about 20x those of a direct float32 sum, still below 1e-4 here
     np.testing.assert_allclose(winograd_forward(x, w, b, PADDING, {}), out_t.detach().numpy(), rtol=1e-4, atol=1e-4)
     grads_t = torch.autograd.grad(out_t, (x_t, w_t, b_t), dout_t, retain_graph=True)
-    for name, mine, ref in zip(("dx", "dw", "db"), conv2d_backward_fast(dout, cache), grads_t):
-        scale = float(np.abs(ref.numpy()).max())
-        np.testing.assert_allclose(mine, ref.numpy(), rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+    backward_results = (conv2d_backward_fast(dout, cache),
+                        conv2d_backward_fast(dout, cache_ws, workspace=backward_workspace))
+    for results in backward_results:
+        for name, mine, ref in zip(("dx", "dw", "db"), results, grads_t):
+            scale = float(np.abs(ref.numpy()).max())
+            np.testing.assert_allclose(mine, ref.numpy(), rtol=1e-4, atol=1e-4 * scale, err_msg=name)
 
     def torch_forward():
         with torch.no_grad():
             F.conv2d(x_t, w_t, b_t, padding=PADDING)
 
+    def torch_backward():
+        torch.autograd.grad(out_t, (x_t, w_t, b_t), dout_t, retain_graph=True)
+
     functions = {
         "torch forward": torch_forward,
         "numpy fast forward": lambda: conv2d_forward_fast(x, w, b, padding=PADDING),
         "numpy im2col (sliding_window_view + tensordot) forward": lambda: im2col_tensordot_forward(x, w, b, PADDING),
-        "torch backward": lambda: torch.autograd.grad(out_t, (x_t, w_t, b_t), dout_t, retain_graph=True),
+        "torch backward": torch_backward,
         "numpy fast backward": lambda: conv2d_backward_fast(dout, cache),
     }
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    timings = time_interleaved(functions, repeats=args.repeats, warmup=args.warmup)  # one call of each per round
-    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    medians = {name: timing.median for name, timing in timings.items()}
-    # the fastest round is the least disturbed by other work on a shared machine
-    bests = {name: timing.best for name, timing in timings.items()}
-    reference = {name: "torch forward" if "forward" in name else "torch backward" for name in functions}
-    ratios = {name: medians[name] / medians[reference[name]] for name in functions}
-    best_ratios = {name: bests[name] / bests[reference[name]] for name in functions}
-
     info = blas_info()
     env = {name: os.environ.get(name) for name in
            ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
-    print(f"input {X_SHAPE}, weight {W_SHAPE}, padding {PADDING}, float32; "
-          f"median of {args.repeats} interleaved rounds after {args.warmup} warm-up rounds")
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    timings = time_interleaved(functions, repeats=args.repeats, warmup=args.warmup)  # one call of each per round
+    medians = {name: timing.median for name, timing in timings.items()}
+    reference = {name: "torch forward" if "forward" in name else "torch backward" for name in functions}
+
+    forward_gemm, backward_gemms = floor_operands(np.random.default_rng(1))
+    workspace_winograd = {}
+    implementations = {
+        "numpy fast forward": ("forward", lambda: conv2d_forward_fast(x, w, b, padding=PADDING)),
+        "numpy fast forward, workspace": ("forward", lambda: conv2d_forward_fast(
+            x, w, b, padding=PADDING, workspace=forward_workspace)),
+        "torch forward": ("forward", torch_forward),
+        "numpy Winograd F(4x4,3x3) forward (experiment)": ("forward", lambda: winograd_forward(
+            x, w, b, PADDING, workspace_winograd)),
+        "numpy fast backward": ("backward", lambda: conv2d_backward_fast(dout, cache)),
+        "numpy fast backward, workspace": ("backward", lambda: conv2d_backward_fast(
+            dout, cache_ws, workspace=backward_workspace)),
+        "torch backward": ("backward", torch_backward),
+    }
+    ratios, block_seconds = floor_rounds({"forward": forward_gemm, "backward": backward_gemms}, implementations,
+                                         args.rounds, args.block, args.warmup)
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    print(f"input {X_SHAPE}, weight {W_SHAPE}, padding {PADDING}, float32")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; numpy {info['numpy']}, "
           f"BLAS {info['blas']}, {info['blas_threads']} threads, core {info.get('blas_core')}; "
           f"{platform.machine()}, {os.cpu_count()} CPUs")
@@ -214,55 +285,46 @@ def main():
     print(f"1-minute load average before/after: {load_before:.2f}/{load_after:.2f}"
           + (" (other work was competing for the cores: ratios are unreliable)" if busy else ""))
     print()
-    print(f"| {'implementation':<56} | {'median ms':>9} | {'vs torch':>8} | {'best ms':>9} | {'vs torch':>8} |")
-    print(f"|{'-' * 58}|{'-' * 10}:|{'-' * 9}:|{'-' * 10}:|{'-' * 9}:|")
-    for name in functions:
-        print(f"| {name:<56} | {1e3 * medians[name]:9.2f} | {ratios[name]:7.2f}x "
-              f"| {1e3 * bests[name]:9.2f} | {best_ratios[name]:7.2f}x |")
-    print()
-    for name, target in (("numpy fast forward", 1.5), ("numpy fast backward", 2.0)):
-        verdict = "met" if ratios[name] <= target else "NOT met"
-        print(f"{name}: target <= {target}x of torch; median ratio {ratios[name]:.2f}x ({verdict}), "
-              f"best-round ratio {best_ratios[name]:.2f}x")
-
-    # Each implementation alone, warm, in a block of calls; plus the GEMM floor.
-    rng = np.random.default_rng(1)
-    cols = rng.standard_normal((X_SHAPE[0] * X_SHAPE[2] * X_SHAPE[3], W_SHAPE[1] * 9)).astype(np.float32)
-    filters = rng.standard_normal((W_SHAPE[1] * 9, W_SHAPE[0])).astype(np.float32)
-    block_functions = dict(functions)
-    block_functions["numpy GEMM alone (N*H*W, C*KH*KW) @ (C*KH*KW, F)"] = lambda: cols @ filters
-    # the backward's floor: dx's product has the forward's shape (F and C swap), dw's sums over N*H*W
-    dout_rows = rng.standard_normal((X_SHAPE[0] * X_SHAPE[2] * X_SHAPE[3], W_SHAPE[0])).astype(np.float32)
-
-    def backward_gemms():
-        cols @ filters  # dx: (N*H*W, F*KH*KW) @ (F*KH*KW, C), the same sizes as C = F = 64
-        cols.T @ dout_rows  # dw: (C*KH*KW, N*H*W) @ (N*H*W, F)
-
-    block_functions["numpy backward GEMMs alone (dx and dw products)"] = backward_gemms
-    workspace = {}
-    block_functions["numpy Winograd F(4x4,3x3) forward (experiment)"] = lambda: winograd_forward(
-        x, w, b, PADDING, workspace)
-    block_medians = {name: time_call(function, repeats=20, warmup=20).median  # consecutive calls, warm
-                     for name, function in block_functions.items()}
-    print()
-    print("each implementation in a block of its own, after 20 warm-up calls (median of 20):")
+    print(f"interleaved, one call of each per round, median of {args.repeats} rounds:")
     print(f"| {'implementation':<56} | {'median ms':>9} | {'vs torch':>8} |")
     print(f"|{'-' * 58}|{'-' * 10}:|{'-' * 9}:|")
-    for name, seconds in block_medians.items():
-        torch_name = "torch backward" if "backward" in name else "torch forward"
-        print(f"| {name:<56} | {1e3 * seconds:9.2f} | {seconds / block_medians[torch_name]:7.2f}x |")
+    for name in functions:
+        print(f"| {name:<56} | {1e3 * medians[name]:9.2f} | {medians[name] / medians[reference[name]]:7.2f}x |")
     print()
-    for name, target in (("numpy fast forward", 1.5), ("numpy fast backward", 2.0)):
-        ratio = block_medians[name] / block_medians[name.replace("numpy fast", "torch")]
-        print(f"{name}, in blocks: {ratio:.2f}x of torch ({'met' if ratio <= target else 'NOT met'}, target {target}x)")
+    print(f"each warm in a block of its own ({args.warmup} warm-up calls, median of {args.block}), "
+          f"floor - implementations - floor, {args.rounds} rounds; ratio = block / mean of its round's floor blocks:")
+    print(f"| {'implementation':<56} | {'median ms':>9} | {'vs floor':>8} | {'range over rounds':>17} "
+          f"| {'vs torch':>8} |")
+    print(f"|{'-' * 58}|{'-' * 10}:|{'-' * 9}:|{'-' * 18}:|{'-' * 9}:|")
+    summary = {}
+    for kind in ("forward", "backward"):
+        floor_ms = 1e3 * float(np.median(block_seconds[f"floor {kind}"]))
+        label = "GEMM floor: (N*H*W, C*KH*KW) @ (C*KH*KW, F)" if kind == "forward" else "GEMM floor: dx and dw products"
+        print(f"| {label:<56} | {floor_ms:9.2f} | {1:7.2f}x | {'':>17} | "
+              f"{floor_ms / (1e3 * float(np.median(block_seconds['torch ' + kind]))):7.2f}x |")
+        for name, (pass_name, _) in implementations.items():
+            if pass_name != kind:
+                continue
+            ratio = float(np.median(ratios[name]))
+            ms = 1e3 * float(np.median(block_seconds[name]))
+            vs_torch = ms / (1e3 * float(np.median(block_seconds["torch " + kind])))
+            spread = f"{min(ratios[name]):.2f}-{max(ratios[name]):.2f}x"
+            print(f"| {name:<56} | {ms:9.2f} | {ratio:7.2f}x | {spread:>17} | {vs_torch:7.2f}x |")
+            summary[name] = {"median_ms": ms, "ratio_to_floor": ratio, "ratios_per_round": ratios[name],
+                             "ratio_to_torch": vs_torch}
+    print()
+    for name, target in (("numpy fast forward", 1.25), ("numpy fast forward, workspace", 1.25),
+                         ("numpy fast backward", 1.35), ("numpy fast backward, workspace", 1.35)):
+        ratio = summary[name]["ratio_to_floor"]
+        print(f"{name}: {ratio:.2f}x of its GEMM floor (rounds {min(ratios[name]):.2f}-{max(ratios[name]):.2f}x), "
+              f"target {target}x: {'met' if ratio <= target else 'NOT met'}")
 
     if args.json:
         result = {
-            "block_median_seconds": block_medians,
             "x_shape": X_SHAPE, "w_shape": W_SHAPE, "padding": PADDING, "dtype": "float32",
-            "repeats": args.repeats, "warmup": args.warmup,
-            "median_seconds": medians, "ratio_to_torch": ratios,
-            "best_seconds": bests, "best_ratio_to_torch": best_ratios,
+            "rounds": args.rounds, "block": args.block, "repeats": args.repeats, "warmup": args.warmup,
+            "interleaved_median_seconds": medians, "blocks": summary,
+            "floor_block_seconds": {kind: block_seconds[f"floor {kind}"] for kind in ("forward", "backward")},
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "environment": env,
             "load_average_before_after": [load_before, load_after], **info,
         }

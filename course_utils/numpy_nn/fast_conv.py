@@ -37,13 +37,14 @@ What this version does instead
 The backward pass reuses the same machinery:
 
 * ``db[f]`` = ``dout[:, f]`` summed;
-* ``dw``: the same ``cols`` blocks, ``w_grad_mat += cols.T @ dout_rows`` with ``dout_rows``
-  (positions, F) the channels-last ``dout``: one product of shape (KH*KW*C, positions) @
-  (positions, F) summed over blocks;
-* ``dx`` for stride 1 is a convolution of ``dout`` (zero-padded by D*(K-1)) with the kernel
-  flipped and its F and C swapped, i.e. the forward machinery again, one product
-  (positions, KH*KW*F) @ (KH*KW*F, C) per block; for other strides ``dcols = dout_rows @
-  w_mat.T`` and col2im (one strided add per kernel tap, as chapter 01's ``conv2d_backward``).
+* for stride 1, ``dx`` is a convolution of ``dout`` (zero-padded by D*(K-1), channels last)
+  with the kernel flipped and its F and C swapped: the forward machinery again, one product
+  ``dcols @ w_flip``, (positions, KH*KW*F) @ (KH*KW*F, C), per block. The same ``dcols``
+  blocks give ``dw`` as well, ``dw_flip += dcols.T @ x_rows`` with ``x_rows`` (positions, C)
+  the channels-last input (unpadded): one im2col copy for both gradients;
+* for other strides, ``dw_mat += cols.T @ dout_rows`` on the forward's ``cols`` blocks, and
+  ``dcols = dout_rows @ w_mat.T`` put back by col2im (one strided add per kernel tap, as
+  chapter 01's ``conv2d_backward``).
 
 A workspace (optional)
 ----------------------
@@ -368,86 +369,100 @@ def conv2d_backward_fast(dout, cache, workspace=None):
             for another layer, or a later forward call with the cache's workspace has
             overwritten the cache's input.
     """
-    H_out, W_out = _check_dout(dout, cache)
-    N, C, H, W = cache.x_shape
-    F, _, KH, KW = cache.w.shape
+    _check_dout(dout, cache)
     dtype = cache.x_pad.dtype
     work = _workspace(workspace, (cache.x_shape, cache.w.shape, cache.stride, cache.padding, cache.dilation, dtype))
-
-    dout_rows = work.array("dout_rows", (N, H_out, W_out, F))  # (N, H_out, W_out, F), dout channels last
-    _copy_channels_last(dout_rows, dout)
-    db = dout_rows.reshape(N * H_out * W_out, F).sum(axis=0)  # (F,)
-
-    # dw: the forward's cols blocks again, dw_mat = sum over blocks of cols.T @ dout_rows[block]
-    windows = _windows(cache.x_pad, (0, 0), (H_out, W_out), (KH, KW), cache.stride, cache.dilation)
-    capacity, blocks = _blocks(N, H_out, W_out * KH * KW * C * cache.x_pad.itemsize)
-    cols_buffer = work.array("cols", (capacity * W_out, KH * KW * C))  # (positions, KH*KW*C)
-    dw_mat = np.zeros((KH * KW * C, F), dtype=dtype)  # (KH*KW*C, F), rows in (u, v, c) order
-    product = work.array("dw_product", (KH * KW * C, F))  # (KH*KW*C, F)
-    for block in blocks:
-        cols = _gather(windows, block, cols_buffer)  # (count, KH*KW*C)
-        n0, n1, i0, i1 = block
-        block_dout = dout_rows[n0:n1, i0:i1].reshape(len(cols), F)  # (count, F), a view: whole rows
-        np.matmul(cols.T, block_dout, out=product)  # (KH*KW*C, count) @ (count, F)
-        dw_mat += product
-    dw = np.ascontiguousarray(dw_mat.reshape(KH, KW, C, F).transpose(3, 2, 0, 1))  # (F, C, KH, KW)
-
+    db = dout.sum(axis=(0, 2, 3), dtype=dtype)  # (F,)
     if cache.stride == (1, 1):
-        dx = _dx_transposed_convolution(dout_rows, cache, work)
+        dx, dw = _backward_transposed(dout, cache, work)
     else:
-        dx = _dx_col2im(dout_rows, cache, work, blocks, capacity)
+        dx, dw = _backward_col2im(dout, cache, work)
     return dx, dw, db
 
 
-def _dx_transposed_convolution(dout_rows, cache, work):
-    """Stride 1: dx is dout, zero-padded by D*(K - 1), convolved with the flipped kernel, F and C swapped.
+def _backward_transposed(dout, cache, work):
+    """Stride 1: one im2col of ``dout`` gives both dx and dw.
 
-    ``dx[n, c, y, z] = sum_{f, u, v} dout_pad[n, y + PH + u*DH, z + PW + v*DW, f] * w[f, c, KH-1-u, KW-1-v]``,
-    computed by the forward's blocks with ``dout_pad`` as the input.
+    dx is ``dout``, zero-padded by Q = D*(K - 1) into ``dout_pad``, convolved with the kernel
+    flipped and its F and C swapped::
+
+        dx[n, c, y, z] = sum_{u, v, f} dout_pad[n, y + PH + u*DH, z + PW + v*DW, f] * w[f, c, KH-1-u, KW-1-v]
+
+    so with ``dcols`` the im2col of ``dout_pad`` at origin (PH, PW) (one row per input
+    position (n, y, z), columns (u, v, f)), ``dx_rows = dcols @ w_flip``. The same ``dcols``
+    gives dw: ``dw[f, c, KH-1-u, KW-1-v] = sum over positions of dcols[:, (u, v, f)] * x_rows[:, c]``,
+    i.e. ``dw_flip = dcols.T @ x_rows``, (KH*KW*F, positions) @ (positions, C), the positions
+    where x_pad is padding contributing nothing.
     """
     N, C, H, W = cache.x_shape
     F, _, KH, KW = cache.w.shape
     (PH, PW), (DH, DW) = cache.padding, cache.dilation
-    _, H_out, W_out, _ = dout_rows.shape
+    _, _, H_out, W_out = dout.shape
     QH, QW = DH * (KH - 1), DW * (KW - 1)  # zeros each side: every window that touches dout
     dout_pad = work.array("dout_pad", (N, H_out + 2 * QH, W_out + 2 * QW, F), zero_border=True)
-    dout_pad[:, QH:QH + H_out, QW:QW + W_out] = dout_rows  # (N, H_out, W_out, F); the border stays 0
+    _copy_channels_last(dout_pad[:, QH:QH + H_out, QW:QW + W_out], dout)  # the border stays 0
     # row (u*KW + v)*F + f holds w[f, :, KH-1-u, KW-1-v]
-    w_flip = cache.w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH * KW * F, C)  # (KH*KW*F, C)
+    w_flip = cache.w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH * KW * F, C)  # (KH*KW*F, C), a copy
     windows = _windows(dout_pad, (PH, PW), (H, W), (KH, KW), (1, 1), (DH, DW))  # (N, H, W, KH, ...), a view
     capacity, blocks = _blocks(N, H, W * KH * KW * F * dout_pad.itemsize)
     cols_buffer = work.array("dx_cols", (capacity * W, KH * KW * F))  # (positions, KH*KW*F)
     rows_buffer = work.array("dx_rows", (capacity * W, C))  # (positions, C)
-    dx = np.empty((N, C, H, W), dtype=dout_rows.dtype)  # (N, C, H, W)
+    x_rows = work.array("x_rows", (N, H, W, C))  # (N, H, W, C): x channels last, contiguous
+    np.copyto(x_rows, cache.x_pad[:, PH:PH + H, PW:PW + W])  # runs of W*C numbers
+    x_rows = x_rows.reshape(N * H * W, C)  # (N*H*W, C), a view
+    dw_flip = np.zeros((KH * KW * F, C), dtype=dout_pad.dtype)  # (KH*KW*F, C), rows in (u, v, f) order
+    product = work.array("dw_product", (KH * KW * F, C))  # (KH*KW*F, C)
+    dx = np.empty((N, C, H, W), dtype=dout_pad.dtype)  # (N, C, H, W)
     for block in blocks:
-        cols = _gather(windows, block, cols_buffer)  # (count, KH*KW*F)
-        rows = np.matmul(cols, w_flip, out=rows_buffer[:len(cols)])  # (count, C)
+        dcols = _gather(windows, block, cols_buffer)  # (count, KH*KW*F)
+        rows = np.matmul(dcols, w_flip, out=rows_buffer[:len(dcols)])  # (count, C)
         n0, n1, i0, i1 = block
         _copy_channels_first(dx[n0:n1, :, i0:i1], _block_rows(rows, block, W))
-    return dx
+        first = (n0 * H + i0) * W  # the block's first position (n0, i0, 0)
+        np.matmul(dcols.T, x_rows[first:first + len(dcols)], out=product)  # (KH*KW*F, count) @ (count, C)
+        dw_flip += product
+    dw = dw_flip.reshape(KH, KW, F, C)[::-1, ::-1].transpose(2, 3, 0, 1)  # (F, C, KH, KW), a view
+    return dx, np.ascontiguousarray(dw)
 
 
-def _dx_col2im(dout_rows, cache, work, blocks, capacity):
-    """Any stride: ``dcols = dout_rows @ w_mat.T`` per block, then one strided add per kernel tap."""
+def _backward_col2im(dout, cache, work):
+    """Any stride: dw from the forward's im2col blocks, dx by ``dcols = dout_rows @ w_rows`` and col2im.
+
+    ``dw_mat += cols.T @ dout_rows`` block by block; ``dcols`` (positions, KH*KW*C) is added
+    back onto the padded input, one strided add per kernel tap (the pixels one tap reads are
+    distinct, so a slice adds them all at once), as chapter 01's ``conv2d_backward``.
+    """
     N, C, H, W = cache.x_shape
     F, _, KH, KW = cache.w.shape
     (SH, SW), (PH, PW), (DH, DW) = cache.stride, cache.padding, cache.dilation
-    _, H_out, W_out, _ = dout_rows.shape
-    w_rows = cache.w.transpose(0, 2, 3, 1).reshape(F, KH * KW * C)  # (F, KH*KW*C), columns in (u, v, c) order
-    dx_pad = work.array("dx_pad", (N, H + 2 * PH, W + 2 * PW, C))  # (N, Hp, Wp, C)
-    dx_pad.fill(0)
+    _, _, H_out, W_out = dout.shape
+    dout_rows = work.array("dout_rows", (N, H_out, W_out, F))  # (N, H_out, W_out, F), dout channels last
+    _copy_channels_last(dout_rows, dout)
+    x_pad = cache.x_pad  # (N, Hp, Wp, C)
+    windows = _windows(x_pad, (0, 0), (H_out, W_out), (KH, KW), cache.stride, cache.dilation)
+    capacity, blocks = _blocks(N, H_out, W_out * KH * KW * C * x_pad.itemsize)
+    cols_buffer = work.array("cols", (capacity * W_out, KH * KW * C))  # (positions, KH*KW*C)
     dcols_buffer = work.array("dcols", (capacity * W_out, KH * KW * C))  # (positions, KH*KW*C)
+    # columns in (u, v, c) order, as the windows'
+    w_rows = cache.w.transpose(0, 2, 3, 1).reshape(F, KH * KW * C)  # (F, KH*KW*C), a copy
+    dw_mat = np.zeros((KH * KW * C, F), dtype=x_pad.dtype)  # (KH*KW*C, F), rows in (u, v, c) order
+    product = work.array("dw_product_strided", (KH * KW * C, F))  # (KH*KW*C, F)
+    dx_pad = work.array("dx_pad", x_pad.shape)  # (N, Hp, Wp, C)
+    dx_pad.fill(0)
     for block in blocks:
         n0, n1, i0, i1 = block
-        block_dout = dout_rows[n0:n1, i0:i1].reshape(-1, F)  # (count, F), a view: whole rows
-        dcols = np.matmul(block_dout, w_rows, out=dcols_buffer[:len(block_dout)])  # (count, KH*KW*C)
+        cols = _gather(windows, block, cols_buffer)  # (count, KH*KW*C)
+        block_dout = dout_rows[n0:n1, i0:i1].reshape(len(cols), F)  # (count, F), a view: whole rows
+        np.matmul(cols.T, block_dout, out=product)  # (KH*KW*C, count) @ (count, F)
+        dw_mat += product
+        dcols = np.matmul(block_dout, w_rows, out=dcols_buffer[:len(cols)])  # (count, KH*KW*C)
         dcols = dcols.reshape(n1 - n0, i1 - i0, W_out, KH, KW, C)  # (images, rows, W_out, KH, KW, C)
         for u in range(KH):
             for v in range(KW):
-                # the pixels one tap reads are distinct, so a strided slice adds them all at once
                 rows = slice(i0 * SH + u * DH, (i1 - 1) * SH + u * DH + 1, SH)  # i1 - i0 rows
                 columns = slice(v * DW, v * DW + SW * (W_out - 1) + 1, SW)  # W_out columns
                 dx_pad[n0:n1, rows, columns] += dcols[:, :, :, u, v]  # (images, rows, W_out, C)
-    dx = np.empty((N, C, H, W), dtype=dout_rows.dtype)  # (N, C, H, W)
+    dw = np.ascontiguousarray(dw_mat.reshape(KH, KW, C, F).transpose(3, 2, 0, 1))  # (F, C, KH, KW)
+    dx = np.empty((N, C, H, W), dtype=x_pad.dtype)  # (N, C, H, W)
     _copy_channels_first(dx, dx_pad[:, PH:PH + H, PW:PW + W])  # the padding's gradient is dropped
-    return dx
+    return dx, dw
