@@ -197,6 +197,7 @@ def check_smoothed_cross_entropy(smoothed_cross_entropy):
         reference_logits = logits.clone().requires_grad_(True)
         expected = F.cross_entropy(reference_logits, targets, label_smoothing=smoothing)
         expected.backward()
+        expected = expected.detach()
         found = learner.run(learner_smoothed_loss, smoothed_cross_entropy, logits, targets, smoothing, case)
         if found["type"] != "Tensor":
             raise AssertionError(f"{case}: returned a {found['type']}; return the loss as a 0-d tensor computed with "
