@@ -3,8 +3,8 @@
 Four ways a classifier with a good test accuracy can still fail, and the tools to measure each:
 
 * **adversarial examples**: ``fgsm`` (Goodfellow, Shlens & Szegedy 2014, "Explaining and Harnessing Adversarial
-  Examples", arXiv:1412.6572, eq. 3) and ``pgd`` (Madry et al. 2017, "Towards Deep Learning Models Resistant to
-  Adversarial Attacks", arXiv:1706.06083, eq. 2: L-infinity ball, random start, projection), and
+  Examples", arXiv:1412.6572, section 4) and ``pgd`` (Madry et al. 2017, "Towards Deep Learning Models Resistant to
+  Adversarial Attacks", arXiv:1706.06083, section 2.1: L-infinity ball, random start, projection), and
   ``random_sign_noise`` of the same size for comparison;
 * **common corruptions** (Hendrycks & Dietterich 2019, "Benchmarking Neural Network Robustness to Common
   Corruptions and Perturbations", arXiv:1903.12261): ``corrupt`` with six corruptions at five severities
@@ -13,7 +13,7 @@ Four ways a classifier with a good test accuracy can still fail, and the tools t
   arXiv:1811.12231): ``cue_shapes`` paints ``course_utils.data.make_shapes``'s shapes with a texture or a colour
   that belongs to a class, so that a cue-conflict set (shape of one class, texture of another) can be built, and
   ``cue_decisions`` counts which cue a network follows;
-* **subgroups**: ``stroke_thickness`` measures an attribute from the pixels, ``binary_rates`` and
+* **subgroups**: ``slant`` measures an attribute of a digit from its pixels, ``binary_rates`` and
   ``expected_calibration_error`` give a subgroup's accuracy, false negative and false positive rates and
   calibration, ``group_balanced_weights`` is one mitigation (group-balanced sampling).
 
@@ -22,6 +22,7 @@ fraction of the pixel range, and every attacked or corrupted image is clamped ba
 
 Shape letters: N images, C channels, H height, W width.
 """
+import io
 import math
 
 import numpy as np
@@ -64,14 +65,15 @@ def input_gradient(model, x, y):
 
     The model is used in the mode it is in (call ``model.eval()`` first to attack the network as it predicts).
     """
-    x = x.detach().clone().requires_grad_(True)  # (N, C, H, W), a leaf of its own
-    loss = F.cross_entropy(model(x), y)
-    (gradient,) = torch.autograd.grad(loss, x)  # only x: the weights' .grad stay as they were
+    with torch.enable_grad():  # an attack needs its gradient even when called under torch.no_grad()
+        x = x.detach().clone().requires_grad_(True)  # (N, C, H, W), a leaf of its own
+        loss = F.cross_entropy(model(x), y)
+        (gradient,) = torch.autograd.grad(loss, x)  # only x: the weights' .grad stay as they were
     return gradient
 
 
 def fgsm(model, x, y, eps):
-    """Fast gradient sign method: ``clamp(x + eps * sign(dL/dx), 0, 1)`` (Goodfellow et al. 2014, eq. 3).
+    """Fast gradient sign method: ``clamp(x + eps * sign(dL/dx), 0, 1)`` (Goodfellow et al. 2014, section 4).
 
     Args:
         model: a classifier returning logits (N, classes) for images in [0, 1].
@@ -160,12 +162,23 @@ def contrast(x, factor):
 
 
 def jpeg(x, quality):
-    """Each image JPEG-encoded at ``quality`` (1-100) and decoded again, with torchvision.io (libjpeg, offline)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """Each image JPEG-encoded at ``quality`` (1-100) and decoded again, with PIL (libjpeg, offline).
 
-    pixels = (x.detach().cpu() * 255).round().to(torch.uint8)  # (N, C, H, W), 0-255
-    decoded = [decode_jpeg(encode_jpeg(image, quality=int(quality))) for image in pixels]  # N of (C, H, W)
-    return (torch.stack(decoded).float() / 255).to(x.device)
+    Grey images (C = 1) are encoded as grey JPEGs, colour ones (C = 3) as RGB.
+    """
+    from PIL import Image
+
+    if x.shape[1] not in (1, 3):
+        raise ValueError(f"jpeg needs 1 or 3 channels; got {x.shape[1]}")
+    pixels = (x.detach().cpu() * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, H, W, C), 0-255
+    decoded = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(buffer, format="JPEG",
+                                                                               quality=int(quality))
+        decoded.append(np.asarray(Image.open(buffer)).reshape(image.shape))  # (H, W, C)
+    out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).float() / 255  # (N, C, H, W)
+    return out.to(x.device)
 
 
 def rotate(x, degrees):
@@ -315,33 +328,39 @@ def cue_decisions(predictions, shape_labels, cue_labels):
 
 # --------------------------------------------------------------------------- subgroups
 
-def stroke_thickness(images, threshold=0.5):
-    """Stroke thickness of each digit, measured from its pixels.
+def slant(images):
+    """Slant of each digit, measured from its pixels: the horizontal shift of the ink per row, upwards.
 
-    The mean, over the ink pixels (value above ``threshold`` of the range), of the Euclidean distance to the nearest
-    background pixel (``scipy.ndimage.distance_transform_edt``): about a quarter of the pen's width plus half a
-    pixel, for a stroke of uniform width.
+    From the image's second moments (the shear that deskewing undoes): ``-mu11 / mu02``, with ``mu11`` the
+    covariance of the ink's row and column and ``mu02`` the variance of its row, weighted by the pixel values.
+    0 for an upright digit, positive for a digit leaning to the right (its top to the right of its bottom):
+    about the tangent of the lean angle.
 
     Args:
-        images: (N, H, W) or (N, 1, H, W), uint8 0-255 or float 0-1 (a NumPy array or a tensor).
+        images: (N, H, W) or (N, 1, H, W), non-negative pixels, white ink on black (a NumPy array or a tensor).
 
     Returns:
-        float64 array (N,), in pixels (0 for an image without ink).
+        float64 array (N,).
     """
-    from scipy import ndimage
-
     array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if array.ndim == 4 and array.shape[1] == 1:
         array = array[:, 0]  # (N, H, W)
     if array.ndim != 3:
         raise ValueError(f"images must be (N, H, W) or (N, 1, H, W); got shape {array.shape}")
-    scale = 255.0 if array.dtype == np.uint8 else 1.0
-    thickness = np.zeros(len(array))
-    for i, image in enumerate(array):
-        ink = image / scale > threshold  # (H, W) bool
-        if ink.any():
-            thickness[i] = ndimage.distance_transform_edt(ink)[ink].mean()
-    return thickness
+    array = array.astype(np.float64)
+    if array.min() < 0:
+        raise ValueError(f"images must have non-negative pixels (white ink on black); got a minimum of {array.min():.3g}")
+    mass = array.sum(axis=(1, 2))  # (N,)
+    if np.any(mass == 0):
+        raise ValueError(f"every image needs some ink; images {np.flatnonzero(mass == 0)[:5].tolist()} are blank")
+    rows, cols = np.mgrid[0:array.shape[1], 0:array.shape[2]].astype(np.float64)  # (H, W) each
+    centre_row = (array * rows).sum(axis=(1, 2)) / mass  # (N,)
+    centre_col = (array * cols).sum(axis=(1, 2)) / mass
+    d_row = rows - centre_row[:, None, None]  # (N, H, W)
+    d_col = cols - centre_col[:, None, None]
+    mu11 = (array * d_row * d_col).sum(axis=(1, 2)) / mass
+    mu02 = (array * d_row**2).sum(axis=(1, 2)) / mass
+    return -mu11 / mu02  # rows grow downwards: a right lean has the column fall as the row grows
 
 
 def _binary(values, name):
@@ -377,7 +396,7 @@ def binary_rates(y_true, y_pred):
 def expected_calibration_error(confidence, correct, bins=10):
     """ECE: sum over equal-width confidence bins of |accuracy - mean confidence| * (fraction of examples in the bin).
 
-    Guo et al. 2017, "On Calibration of Modern Neural Networks", arXiv:1706.04599, eq. 3.
+    Guo et al. 2017, "On Calibration of Modern Neural Networks", arXiv:1706.04599, section 2.
 
     Args:
         confidence: floats in [0, 1] (N,): the probability of the predicted class.
