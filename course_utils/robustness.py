@@ -349,7 +349,8 @@ def slant(images):
         raise ValueError(f"images must be (N, H, W) or (N, 1, H, W); got shape {array.shape}")
     array = array.astype(np.float64)
     if array.min() < 0:
-        raise ValueError(f"images must have non-negative pixels (white ink on black); got a minimum of {array.min():.3g}")
+        raise ValueError(f"images must have non-negative pixels (white ink on black); got a minimum of "
+                         f"{array.min():.3g}")
     mass = array.sum(axis=(1, 2))  # (N,)
     if np.any(mass == 0):
         raise ValueError(f"every image needs some ink; images {np.flatnonzero(mass == 0)[:5].tolist()} are blank")

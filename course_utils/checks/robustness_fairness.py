@@ -160,9 +160,11 @@ PGD_CASES = ((0, 0.05, 0.1), (1, 0.1, 0.15), (2, 0.02, 0.3))  # (seed, alpha, ep
 
 
 def _l2_projection(step, x, eps):
+    """The projection onto the L2 ball of radius eps around x, per image, then [0, 1]: a mistake's answer."""
     delta = step - x  # (N, C, H, W)
     norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12)  # (N,)
-    return (x + delta * (eps / norms).clamp(max=1.0).reshape(-1, 1, 1, 1)).clamp(0.0, 1.0)
+    scale = (eps / norms).clamp(max=1.0).reshape(-1, 1, 1, 1)  # (N, 1, 1, 1): shrink delta onto the L2 sphere
+    return (x + delta * scale).clamp(0.0, 1.0)
 
 
 def check_pgd_step(pgd_step):
