@@ -63,8 +63,9 @@ def count_flops(model, inputs, backward=False):
 def saved_activation_bytes(function, exclude=()):
     """Bytes of the tensors autograd saves for the backward pass while ``function()`` runs (its forward pass).
 
-    Counted by ``torch.autograd.graph.saved_tensors_hooks``: every tensor saved for backward, each storage once
-    (a ReLU's output saved by the ReLU and by the next convolution counts once); the tensors of ``exclude`` (e.g.
+    Counted by ``torch.autograd.graph.saved_tensors_hooks``: every tensor saved for backward, each memory block once
+    (a ReLU's output saved by the ReLU and by the next convolution counts once; a slice counts its own bytes, not
+    those of the whole tensor it views); the tensors of ``exclude`` (e.g.
     ``model.parameters()``: weights are saved too, but are not activations) are left out.
 
     Returns:
@@ -76,9 +77,10 @@ def saved_activation_bytes(function, exclude=()):
     storages = {}
 
     def pack(tensor):
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in skip:
-            storages[storage.data_ptr()] = storage.nbytes()
+        if tensor.untyped_storage().data_ptr() not in skip:
+            # a view (a slice of a larger batch, a flattened output) counts its own bytes, once per start address
+            start = tensor.data_ptr()
+            storages[start] = max(storages.get(start, 0), tensor.numel() * tensor.element_size())
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):

@@ -117,3 +117,10 @@ def test_global_pruning_zeroes_the_smallest_weights_over_all_layers():
         scaling.prune_global(model, 1.5)
     with pytest.raises(ValueError, match="no Conv2d or Linear"):
         scaling.sparsity(nn.ReLU())
+
+
+def test_a_slice_of_a_larger_tensor_counts_its_own_bytes():
+    model, big = small_net(), torch.randn(100, 1, 8, 8)
+    sliced, _ = scaling.saved_activation_bytes(lambda: model(big[:2]), exclude=model.parameters())
+    copied, _ = scaling.saved_activation_bytes(lambda: model(big[:2].clone()), exclude=model.parameters())
+    assert sliced == copied
