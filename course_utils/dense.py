@@ -388,7 +388,7 @@ def centernet_loss(outputs, targets, size_weight=0.1, offset_weight=1.0):
     Returns:
         dict of ``loss`` (the weighted sum, differentiable) and its ``heatmap``, ``size``, ``offset`` terms.
     """
-    probability = torch.sigmoid(outputs["heatmap"]).clamp(1e-4, 1 - 1e-4)  # (N, K, H, W)
+    probability = torch.sigmoid(outputs["heatmap"].float()).clamp(1e-4, 1 - 1e-4)  # (N, K, H, W), float32 always
     target = targets["heatmap"]
     is_peak = target.eq(1).float()
     num_objects = is_peak.sum().clamp(min=1.0)
@@ -397,8 +397,8 @@ def centernet_loss(outputs, targets, size_weight=0.1, offset_weight=1.0):
     negative = (1 - is_peak) * (1 - target) ** 4 * probability**2 * torch.log(1 - probability)
     heatmap_loss = -(positive + negative).sum() / num_objects
     centre = targets["centre"][:, None].float()  # (N, 1, H, W)
-    size_loss = (centre * (outputs["size"] - targets["size"]).abs()).sum() / num_objects
-    offset_loss = (centre * (outputs["offset"] - targets["offset"]).abs()).sum() / num_objects
+    size_loss = (centre * (outputs["size"].float() - targets["size"]).abs()).sum() / num_objects
+    offset_loss = (centre * (outputs["offset"].float() - targets["offset"]).abs()).sum() / num_objects
     loss = heatmap_loss + size_weight * size_loss + offset_weight * offset_loss
     return {"loss": loss, "heatmap": heatmap_loss.detach(), "size": size_loss.detach(),
             "offset": offset_loss.detach()}
@@ -424,7 +424,7 @@ def decode_centernet(outputs, stride=4, max_detections=20):
     detections = []
     for n in range(N):
         offset = outputs["offset"][n, :, i[n], j[n]].float()  # (2, D)
-        size = outputs["size"][n, :, i[n], j[n]].float()  # (2, D)
+        size = outputs["size"][n, :, i[n], j[n]].float().clamp(min=0)  # (2, D): a box has no negative side
         cx = (j[n] + offset[0]) * stride
         cy = (i[n] + offset[1]) * stride
         boxes = torch.stack([cx - size[0] / 2, cy - size[1] / 2, cx + size[0] / 2, cy + size[1] / 2], dim=1)
@@ -466,12 +466,14 @@ def average_precision(predictions, targets, iou_threshold=0.5, max_detections=10
             taken = torch.zeros(len(truth), dtype=torch.bool)
             iou = box_iou(boxes, truth) if len(truth) and len(boxes) else torch.zeros(len(boxes), len(truth))
             for d in range(len(boxes)):
-                candidates = torch.where(taken, torch.tensor(-1.0), iou[d]) if len(truth) else iou[d]
-                best = int(candidates.argmax()) if len(truth) else -1
-                hit = best >= 0 and float(candidates[best]) >= iou_threshold
-                if hit:
+                # as COCOeval.evaluateImg: the untaken truth of highest IoU >= the threshold (the last one on ties)
+                best, best_iou = -1, min(iou_threshold, 1 - 1e-10)
+                for g in range(len(truth)):
+                    if not taken[g] and float(iou[d, g]) >= best_iou:
+                        best, best_iou = g, float(iou[d, g])
+                if best >= 0:
                     taken[best] = True
-                matched.append(hit)
+                matched.append(best >= 0)
             scores.extend(image_scores.tolist())
         order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
         hits = np.asarray(matched, dtype=np.float64)[order]
@@ -494,20 +496,33 @@ class ESPCN(nn.Module):
     All convolutions run at the low resolution; the last one outputs ``channels * scale**2`` maps that
     ``nn.PixelShuffle(scale)`` rearranges into the high-resolution image:
     (N, channels, H, W) -> (N, channels, scale*H, scale*W).
+
+    ``residual=True`` adds the bicubic upsampling of the input to the output, so that the network learns only what
+    bicubic interpolation misses (residual learning, as in VDSR: Kim et al. 2016, arXiv:1511.04587); the last
+    convolution then starts at zero, so the untrained network is bicubic interpolation.
     """
 
-    def __init__(self, scale=2, channels=1, width=32):
+    def __init__(self, scale=2, channels=1, width=32, residual=False):
         super().__init__()
+        self.scale, self.residual = scale, residual
         self.conv1 = nn.Conv2d(channels, width, 5, padding=2)
         self.conv2 = nn.Conv2d(width, width // 2, 3, padding=1)
         self.conv3 = nn.Conv2d(width // 2, channels * scale**2, 3, padding=1)
         self.shuffle = nn.PixelShuffle(scale)
+        if residual:
+            nn.init.zeros_(self.conv3.weight)
+            nn.init.zeros_(self.conv3.bias)
 
     def forward(self, x):
-        x = torch.tanh(self.conv1(x))  # the paper uses tanh
-        x = torch.tanh(self.conv2(x))
-        x = self.conv3(x)  # (N, channels * scale**2, H, W)
-        return self.shuffle(x)  # (N, channels, scale*H, scale*W)
+        if x.ndim != 4 or x.shape[1] != self.conv1.in_channels:
+            raise ValueError(f"ESPCN expects (N, {self.conv1.in_channels}, H, W); got {tuple(x.shape)}")
+        out = torch.tanh(self.conv1(x))  # the paper uses tanh
+        out = torch.tanh(self.conv2(out))
+        out = self.conv3(out)  # (N, channels * scale**2, H, W)
+        out = self.shuffle(out)  # (N, channels, scale*H, scale*W)
+        if self.residual:
+            out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out
 
 
 def psnr(prediction, target, max_value=1.0):
@@ -554,13 +569,16 @@ class HydraNet(nn.Module):
         return {"label": label, "mask": mask}
 
 
-def hydra_loss(outputs, labels, masks, label_weight=1.0, mask_weight=1.0):
+def hydra_loss(outputs, labels, masks, label_weight=1.0, mask_weight=1.0, mask_class_weights=None):
     """``label_weight * cross_entropy(labels) + mask_weight * pixel-wise cross_entropy(masks)``.
+
+    ``mask_class_weights`` (num_classes + 1,) weighs the pixels of each class in the mask term (``F.cross_entropy``'s
+    ``weight``), e.g. less for the background that covers most pixels.
 
     Returns:
         dict of ``loss`` (differentiable) and its unweighted ``label`` and ``mask`` terms.
     """
     label_loss = F.cross_entropy(outputs["label"], labels)
-    mask_loss = F.cross_entropy(outputs["mask"], masks)
+    mask_loss = F.cross_entropy(outputs["mask"], masks, weight=mask_class_weights)
     return {"loss": label_weight * label_loss + mask_weight * mask_loss, "label": label_loss.detach(),
             "mask": mask_loss.detach()}
