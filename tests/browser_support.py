@@ -76,7 +76,7 @@ def browser_tests_required():
 
 def _unavailable(reason):
     if browser_tests_required():
-        pytest.fail(f"{reason}, and {REQUIRED_VARIABLE}=required. {HOW_TO_ENABLE}", pytrace=False)
+        pytest.fail(f"{reason}, and {REQUIRED_VARIABLE}=required; {HOW_TO_ENABLE}", pytrace=False)
     pytest.skip(f"{reason}: {HOW_TO_ENABLE}")
 
 
