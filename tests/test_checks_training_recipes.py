@@ -154,7 +154,7 @@ def smoothed_cross_entropy(logits, targets, smoothing, mistake=None):
     if mistake == "true class weight 1":
         return (nll + smoothing * uniform).mean()
     if mistake == "float":
-        return float(((1 - smoothing) * nll + smoothing * uniform).mean())
+        return float(((1 - smoothing) * nll + smoothing * uniform).mean().detach())
     if mistake == "detached":
         return ((1 - smoothing) * nll + smoothing * uniform).mean().detach()
     if mistake == "per example":
