@@ -21,11 +21,10 @@ browser, e.g. one of the built site. Import it as ``import browser_support`` (py
 A typical test module::
 
     import browser_support
-    pytest.importorskip  # not needed: chromium_or_skip() also covers a missing Playwright
 
     @pytest.fixture(scope="module")
     def browser():
-        executable = browser_support.chromium_or_skip()
+        executable = browser_support.chromium_or_skip()  # skips (or fails in CI) without Chromium or Playwright
         from playwright.sync_api import sync_playwright
         with sync_playwright() as playwright:
             browser = browser_support.launch_chromium(playwright, executable)
