@@ -4,8 +4,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import warnings  # noqa: E402
-
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -13,23 +11,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E
 from torchvision.transforms import v2  # noqa: E402
 
 from course_utils import recipes  # noqa: E402
+from course_utils.checks.training_recipes import reference_schedule  # noqa: E402
 from course_utils.models.resnet import BasicBlock, ResNet  # noqa: E402
-
-
-def torch_warmup_cosine(base_lr, warmup, total, start_factor, eta_min):
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base_lr)
-    scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [
-        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=start_factor, total_iters=warmup),
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=eta_min)],
-        milestones=[warmup])
-    rates = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _ in range(total + 1):
-            rates.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            scheduler.step()
-    return rates
 
 
 @pytest.mark.parametrize("base_lr, warmup, total, start_factor, eta_min", [(0.1, 3, 12, 0.1, 0.01),
@@ -37,7 +20,8 @@ def torch_warmup_cosine(base_lr, warmup, total, start_factor, eta_min):
 def test_warmup_cosine_matches_sequential_lr_of_linear_lr_and_cosine_annealing_lr(base_lr, warmup, total,
                                                                                   start_factor, eta_min):
     ours = [recipes.warmup_cosine_lr(t, base_lr, warmup, total, start_factor, eta_min) for t in range(total + 1)]
-    assert ours == pytest.approx(torch_warmup_cosine(base_lr, warmup, total, start_factor, eta_min), rel=1e-6)
+    expected = reference_schedule(base_lr, warmup, total, start_factor, eta_min)  # SequentialLR(LinearLR, Cosine...)
+    assert ours == pytest.approx(expected.tolist(), rel=1e-6)
 
 
 @pytest.mark.parametrize("arguments, message", [((-1, 0.1, 2, 10), "step must be a non-negative int"),
