@@ -69,7 +69,7 @@ class DoubleConv(nn.Module):
 
 class UNetDecoderBlock(nn.Module):
     """One step up a U-Net: upsample x2 with a 2x2 stride-2 transposed convolution, concatenate the skip, two
-    3x3 convolutions with ReLU (the exercise of chapter 17, without batch norm there).
+    3x3 convolutions with ReLU (the exercise of chapter 17).
 
     ``forward(x, skip)``: x (N, in_channels, H, W), skip (N, skip_channels, 2H, 2W) -> (N, out_channels, 2H, 2W).
     """
