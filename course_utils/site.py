@@ -319,7 +319,7 @@ def code_from_elsewhere(result):
 
 
 def find_chromium():
-    """$COURSE_CHROMIUM, else a chromium / chromium-browser on the PATH (as tests/browser_support.py), or None."""
+    """$COURSE_CHROMIUM, else a chromium / chromium-browser on the PATH, or None (tests/browser_support.py uses it)."""
     configured = os.environ.get("COURSE_CHROMIUM", "").strip()
     if configured:
         found = shutil.which(configured)

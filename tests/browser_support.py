@@ -46,6 +46,8 @@ from pathlib import Path
 
 import pytest
 
+from course_utils import site
+
 REQUIRED_VARIABLE = "COURSE_BROWSER_TESTS"  # "required": a missing browser fails instead of skipping (CI)
 CHROMIUM_VARIABLE = "COURSE_CHROMIUM"  # path of the Chromium executable to use
 ARTIFACTS_VARIABLE = "COURSE_BROWSER_ARTIFACTS"  # folder for screenshots
@@ -80,16 +82,10 @@ def _unavailable(reason):
 
 
 def find_chromium():
-    """The Chromium executable to use (``$COURSE_CHROMIUM``, else one on the PATH), or None."""
-    configured = os.environ.get(CHROMIUM_VARIABLE, "").strip()
-    if configured:
-        found = shutil.which(configured)
-        return found if found else None
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
+    """The Chromium executable to use (``$COURSE_CHROMIUM``, else one on the PATH), or None: one definition, the
+    site's (``course_utils.site.find_chromium``), so the site's offline check and these tests pick the same."""
+    found = site.find_chromium()
+    return str(found) if found else None
 
 
 def chromium_or_skip():

@@ -17,7 +17,7 @@ from course_utils.numpy_nn.conv import (  # noqa: F401
     conv2d_forward_naive,
     conv_output_size,
 )
-from course_utils.numpy_nn.fast_conv import conv2d_backward_fast, conv2d_forward_fast  # noqa: F401
+from course_utils.numpy_nn.fast_conv import Conv2dWorkspace, conv2d_backward_fast, conv2d_forward_fast  # noqa: F401
 
 # chapter 02
 from course_utils.numpy_nn.pooling import (  # noqa: F401
