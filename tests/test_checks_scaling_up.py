@@ -95,7 +95,7 @@ def test_accumulation_check_fails_when_the_optimizer_is_not_stepped():
     def accumulated_step(model, loss_fn, optimizer, inputs, targets, micro_batch_size):
         loss = loss_fn(model(inputs), targets)
         loss.backward()
-        return float(loss)
+        return float(loss.detach())
 
     assert_same_failure(checks.check_accumulated_step, {"accumulated_step": accumulated_step},
                         r"those of no step at all \(optimizer\.step\(\) missing\?\)")

@@ -318,9 +318,14 @@ def check_train_ddp(train_ddp):
     case = (f"train_ddp in {WORLD_SIZE} processes ({DDP_EXAMPLES} examples, global batch {DDP_GLOBAL_BATCH}, "
             f"{DDP_EPOCHS} epochs, lr {DDP_LR})")
     found = learner.run(learner_ddp, train_ddp, case)
-    for report in found["ranks"]:  # the first rank to fail: the others then fail waiting for it
-        if "failure" in report:
-            raise AssertionError(report["failure"])
+    failures = [report for report in found["ranks"] if "failure" in report]  # in the order they failed
+    if failures:  # the first rank to fail (the others then fail waiting for it); when several ranks failed the
+        # same way (a stub raises on every rank), the lowest of them, so that the message does not depend on timing
+        def same_way(report):
+            return report["failure"].replace(f"rank {report['rank']}", "rank ?")
+        first = failures[0]
+        raise AssertionError(min((report for report in failures if same_way(report) == same_way(first)),
+                                 key=lambda report: report["rank"])["failure"])
     ranks = sorted(found["ranks"], key=lambda report: report["rank"])
     if found["timed_out"] or len(ranks) < WORLD_SIZE:
         raise AssertionError(f"{case}: the processes did not finish within {DDP_TIMEOUT:g} s (a collective that not "
