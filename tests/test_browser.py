@@ -10,14 +10,13 @@ of the explorer after each move goes to ``$COURSE_BROWSER_ARTIFACTS`` (default: 
 
 Which cells run: the explorer's cell carries ``{"course": {"explorer": "<name>"}}`` in its metadata, and each
 cell it needs carries ``{"course": {"explorer_setup": true}}`` (or the explorer's name, or a list of names).
-Chapters 01 and 14, whose cells are not tagged yet, name them by their source instead (``untagged`` below).
 
 Without Chromium these tests are skipped with a message saying how to enable them; with
 ``COURSE_BROWSER_TESTS=required`` (CI) a missing browser fails them.
 """
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -48,14 +47,13 @@ class Explorer:
     name: str  # the tag: cell metadata {"course": {"explorer": name}}
     notebook: str  # file name in notebooks/
     moves: tuple
-    untagged: tuple = field(default=())  # (set-up source markers..., explorer source marker), while not tagged
 
 
 EXPLORERS = [
     Explorer("conv_geometry", "01_convolution.ipynb", (
         Move("stride s", "ArrowRight", "stride {value}, padding 1, dilation 1 → output 3×3"),
         Move("kernel k", "ArrowLeft", "kernel {value}×{value}, stride 3"),
-    ), untagged=("from course_utils.widgets import", "display(conv_explorer(")),
+    )),
     Explorer("receptive_field", "02_pooling.ipynb", (
         Move("preset", "select:dilated 3x3, d = 1, 2, 4", "receptive field 15×15"),
         Move("dilation 3", "ArrowLeft", "receptive field 13×13"),
@@ -67,8 +65,7 @@ EXPLORERS = [
     Explorer("grad_cam", "14_visualising_cnns.ipynb", (
         Move("layer", "select:blocks.10", "layer blocks.10 (14x14 feature map)"),
         Move("class", "select-index:1", "class {value}"),
-    ), untagged=("from course_utils import visualise", "model = efficientnet_lite0()",
-                 "visualise.grad_cam_explorer(")),
+    )),
     Explorer("augmentation", "15_training_recipes.ipynb", (
         Move("augmentation", "select:rotation", "RandomRotation(degrees="),
         Move("seed", "ArrowRight", "seed {value}"),
@@ -86,16 +83,9 @@ def cells_to_run(notebook, explorer):
     """Indices of the cells to run, set-up cells first and the explorer's cell last; None when there is none."""
     code = [(i, cell) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"]
     tagged = [i for i, cell in code if cell.metadata.get("course", {}).get("explorer") == explorer.name]
-    if tagged:
-        return [i for i, cell in code if _wants(cell, explorer) and i < tagged[0]] + tagged[:1]
-    if not explorer.untagged:
+    if not tagged:
         return None
-    found = []
-    for marker in explorer.untagged:
-        matches = [i for i, cell in code if marker in cell.source]
-        assert matches, f"{explorer.notebook}: no code cell contains {marker!r} (tag the explorer's cells instead)"
-        found.append(matches[0])
-    return found
+    return [i for i, cell in code if _wants(cell, explorer) and i < tagged[0]] + tagged[:1]
 
 
 def clean_copy(source, folder):
@@ -291,14 +281,9 @@ class ExplorerInPage:
 @pytest.mark.parametrize("explorer", EXPLORERS, ids=[explorer.name for explorer in EXPLORERS])
 def test_explorer_reacts_to_its_controls_in_jupyterlab(explorer, request):
     source = NOTEBOOKS / explorer.notebook
-    if not source.exists():
-        pytest.skip(f"notebooks/{explorer.notebook} does not exist yet")
     notebook = nbformat.read(source, as_version=4)
     indices = cells_to_run(notebook, explorer)
-    if indices is None:
-        pytest.skip(f"notebooks/{explorer.notebook} has no cell tagged {{'course': {{'explorer': "
-                    f"'{explorer.name}'}}}} yet")
-    # the browser and the server start only for an explorer that exists (chapter 15 may skip without them)
+    assert indices, f"notebooks/{explorer.notebook} has no cell tagged {{'course': {{'explorer': '{explorer.name}'}}}}"
     browser, lab, artifacts = (request.getfixturevalue(name) for name in ("browser", "lab", "artifacts"))
     clean_copy(source, lab.folder)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -323,13 +308,8 @@ def test_explorer_reacts_to_its_controls_in_jupyterlab(explorer, request):
 def test_every_explorer_finds_its_cells_in_its_lecture():
     """The cells each explorer runs exist in the lecture (a renamed marker or a lost tag shows here, no browser)."""
     for explorer in EXPLORERS:
-        source = NOTEBOOKS / explorer.notebook
-        if not source.exists():
-            continue
-        notebook = nbformat.read(source, as_version=4)
+        notebook = nbformat.read(NOTEBOOKS / explorer.notebook, as_version=4)
         indices = cells_to_run(notebook, explorer)
-        if indices is None:
-            assert explorer.name == "augmentation", f"{explorer.notebook}: no cell for explorer {explorer.name!r}"
-            continue
+        assert indices, f"{explorer.notebook}: no cell tagged {{'course': {{'explorer': {explorer.name!r}}}}}"
         assert indices == sorted(indices), f"{explorer.notebook}: the set-up cells must come before the explorer"
         assert all(notebook.cells[i].cell_type == "code" for i in indices)

@@ -104,7 +104,7 @@ def test_accumulation_check_fails_when_the_optimizer_is_not_stepped():
 def test_accumulation_check_fails_on_the_loss_of_the_last_micro_batch():
     def accumulated_step(model, loss_fn, optimizer, inputs, targets, micro_batch_size):
         accumulate(model, loss_fn, optimizer, inputs, targets, micro_batch_size)
-        return float(loss_fn(model(inputs[-2:]), targets[-2:]))
+        return float(loss_fn(model(inputs[-2:]), targets[-2:]).detach())
 
     assert_same_failure(checks.check_accumulated_step, {"accumulated_step": accumulated_step},
                         r"returned loss .* expected the mean loss over all 12 examples")
@@ -216,7 +216,7 @@ def amp(model, optimizer, scaler, inputs, targets, max_norm, mistake=None):
         scaler.step(optimizer)
     if mistake != "no update":
         scaler.update()
-    return float(scaler.scale(loss)) if mistake == "scaled loss" else float(loss)
+    return float(scaler.scale(loss).detach()) if mistake == "scaled loss" else float(loss.detach())
 
 
 def amp_in_module_style(model, optimizer, scaler, inputs, targets, max_norm):
