@@ -118,7 +118,7 @@ def test_results_do_not_depend_on_the_block_size(monkeypatch):
     out, cache = conv2d_forward_fast(x, w, b, padding=1, dilation=(1, 2))
     dout = np.random.default_rng(1).standard_normal(out.shape)  # (N, F, H_out, W_out)
     grads = conv2d_backward_fast(dout, cache)
-    monkeypatch.setattr(fast_conv, "_BLOCK_BYTES", 1)  # the minimum block: 256 positions
+    monkeypatch.setattr(fast_conv, "_CHUNK_BYTES", 1)  # the minimum chunk: one row of one image
     out_small, cache_small = conv2d_forward_fast(x, w, b, padding=1, dilation=(1, 2))
     np.testing.assert_allclose(out_small, out, rtol=1e-12, atol=1e-12)
     for name, grad, grad_small in zip(("dx", "dw", "db"), grads, conv2d_backward_fast(dout, cache_small)):
@@ -238,7 +238,7 @@ def test_forward_returns_a_fast_cache():
     _, cache = conv2d_forward_fast(*_valid(), stride=(1, 2), padding=(0, 1), dilation=1)
     assert isinstance(cache, FastConv2dCache)
     assert (cache.stride, cache.padding, cache.dilation) == ((1, 2), (0, 1), (1, 1))
-    assert cache.x_pad.shape == (1, 5, 7, 2), "x_pad should be (N, Hp, Wp, C), channels last"
+    assert cache.x_pad.shape == (1, 2, 5, 7), "x_pad should be (N, C, Hp, Wp)"
     assert cache.workspace is None
 
 

@@ -1,64 +1,78 @@
-"""Fast 2-D convolution in pure NumPy: im2col in the matrix product's own layout, one cache-sized block at a time.
+"""Fast 2-D convolution in pure NumPy: im2col a few images at a time, in the cache, on every core.
 
 The fast companion of ``course_utils.numpy_nn.conv`` (chapter 01, ``notebooks/01_convolution.ipynb``):
 same arguments, same results as ``torch.nn.functional.conv2d``, no compiled code of its own.
 Shape letters: N batch, C input channels, H, W input size, F filters, KH, KW kernel size,
-H_out, W_out output size; S stride, P padding, D dilation; Hp = H + 2*PH, Wp = W + 2*PW.
+H_out, W_out output size; S stride, P padding, D dilation; Hp = H + 2*PH, Wp = W + 2*PW;
+Q = D*(K - 1), the extent of a dilated kernel minus one (QH, QW).
 
 Why the plain im2col is slow
 ----------------------------
 im2col copies every receptive field into a matrix with KH*KW times as many numbers as
 the input (for a 3x3 kernel, 9 copies of every pixel), then runs one matrix product.
-Built with ``sliding_window_view`` on NCHW data, the copy gathers runs of KW numbers at a
-time, writes the whole big matrix to memory, and the product reads it back: memory traffic,
-not arithmetic, makes it 3-5 times slower than the product alone.
+Built for the whole batch at once, that matrix is far larger than the processor's cache:
+the copy writes it to memory and the product reads it back, and the rows of the product's
+result are (position, filter), so the output must be transposed to (N, F, H_out, W_out)
+afterwards. Memory traffic, not arithmetic, makes it 3-5 times slower than the product alone.
 
 What this version does instead
 ------------------------------
-1. The padded input is stored **channels last**, ``x_pad[n, y, z, c]`` (N, Hp, Wp, C), in a
-   buffer whose border is zero. For one output position (n, i, j) and one kernel row u, the
-   KW taps of all C channels, ``x_pad[n, i*SH + u*DH, j*SW + v*DW, :]`` for v = 0 .. KW-1,
-   are then **one contiguous run** of KW*C numbers when DW = 1 (for 3x3 and C = 64: 192
-   numbers), so the whole im2col matrix is a single strided view of ``x_pad``
-   (``np.lib.stride_tricks.as_strided``, shape (N, H_out, W_out, KH, KW*C), no copy)
-   and copying it moves long runs, at the speed of a plain memory copy.
-2. The copy goes into ``cols`` of shape (positions, KH*KW*C), C-contiguous: exactly the
-   layout in which NumPy's BLAS multiplies fastest, ``cols @ w_mat`` with
-   ``w_mat[(u*KW + v)*C + c, f] = w[f, c, u, v]``, (positions, KH*KW*C) @ (KH*KW*C, F).
-   On this course's CPU the other orientations of the same product
-   (``w_mat.T @ cols.T``, a transposed ``cols``) take 1.3-1.4 times as long.
-3. The positions are cut into **blocks** of whole images (or rows of one image) whose
-   ``cols`` holds at most ``_BLOCK_BYTES``: the big matrix never exists at once, and few
-   blocks keep the number of matrix-product calls (each one wakes the BLAS threads) small.
-4. The product's rows are channels-last outputs (position, F); each block is turned back
-   into NCHW, bias added, with one copy into the returned array, in channel groups small
-   enough for the cache (``_copy_channels_first``).
+1. **A few images at a time, in NCHW.** For one image, the im2col matrix ``cols`` has
+   shape (C*KH*KW, H_out*W_out) (for 64 channels, 3x3 and 32x32 outputs: 2.4 MB, which
+   stays in the cache), and ``w.reshape(F, C*KH*KW) @ cols`` is (F, H_out*W_out): already
+   that image's output in NCHW order. No layout change before or after, and the copy is
+   read back from the cache. Chunks hold whole images (several, when they are small) or,
+   for large images, a band of output rows, up to ``_CHUNK_BYTES`` of ``cols`` each.
+2. **Stride 1: wrapped rows.** The padded image is stored flat, ``x_flat[c, y*Wp + z]``.
+   Output (i, j) reads ``x_flat[c, (i + u*DH)*Wp + j + v*DW]`` at tap (u, v). If j ran over
+   all Wp columns of a padded row instead of the W_out real ones, the inputs of tap (u, v)
+   for all positions would be **one contiguous run** of H_out*Wp numbers starting at
+   ``u*DH*Wp + v*DW``, so ``cols`` is a single strided view (``as_strided``, shape
+   (C, KH, KW, H_out*Wp), no copy) whose copy moves long runs, at the speed of a plain
+   memory copy. The product then computes Wp - W_out extra "wrapped" columns per output
+   row (they read across the row's end: 2 of 34 for the benchmark layer, 6% more
+   arithmetic), and the copy into the output drops them while adding the bias.
+   Other strides use the windows view (C, KH, KW, H_out, W_out), runs of W_out numbers,
+   and need no dropped columns.
+3. **Every core.** NumPy's matrix product runs on every core through its BLAS (OpenBLAS
+   in the pip wheels), but the copies around it run on one; between two products the
+   BLAS threads wait for the next, busy, and on the course's 2-core machine they took the
+   core the copy needed (profiled on the benchmark layer: the copies of a forward took
+   20 ms between products instead of 3.6 ms). So the chunks are shared out over as many
+   Python threads as the BLAS has, each running its chunks' copies and products
+   (NumPy releases the GIL in both), while the BLAS is limited to one thread per product
+   (``threadpoolctl``, restored afterwards). Chunk k goes to thread k % T and the threads'
+   weight gradients are summed in thread order: the same numbers on every run. With one
+   BLAS thread, one chunk, or no ``threadpoolctl``, the chunks run in the calling thread
+   and the BLAS keeps its threads.
 
-The backward pass reuses the same machinery:
+The backward pass reuses the same machinery, one image chunk at a time:
 
 * ``db[f]`` = ``dout[:, f]`` summed;
-* for stride 1, ``dx`` is a convolution of ``dout`` (zero-padded by D*(K-1), channels last)
-  with the kernel flipped and its F and C swapped: the forward machinery again, one product
-  ``dcols @ w_flip``, (positions, KH*KW*F) @ (KH*KW*F, C), per block. The same ``dcols``
-  blocks give ``dw`` as well, ``dw_flip += dcols.T @ x_rows`` with ``x_rows`` (positions, C)
-  the channels-last input (unpadded): one im2col copy for both gradients;
-* for other strides, ``dw_mat += cols.T @ dout_rows`` on the forward's ``cols`` blocks, and
-  ``dcols = dout_rows @ w_mat.T`` put back by col2im (one strided add per kernel tap, as
-  chapter 01's ``conv2d_backward``).
+* stride 1: ``dx`` is a convolution of ``dout``, zero-padded, with the kernel flipped and its
+  F and C swapped: the wrapped rows again, ``w_flip @ dcols``, (C, F*KH*KW) @ (F*KH*KW,
+  H*Wq) with Wq = W + QW. The same ``dcols`` give ``dw_flip += dcols @ x_wrapped.T``,
+  (F*KH*KW, H*Wq) @ (H*Wq, C), with ``x_wrapped`` the image laid out H rows of Wq, zeros in
+  the wrapped columns: one im2col copy for both gradients;
+* other strides: the forward's ``cols`` again, ``dw += dout @ cols.T``, and ``dcols =
+  w_mat.T @ dout`` put back by col2im (one strided add per kernel tap, as chapter 01's
+  ``conv2d_backward``).
 
 A workspace (optional)
 ----------------------
-Each call allocates its buffers (the padded input, ``cols``, ...). A training loop calling
-one layer again and again can pass a ``Conv2dWorkspace`` made once for that layer's shapes:
-the buffers are then reused (on a virtual machine a fresh large array costs a page fault per
-4 KiB it touches). Nothing is kept between calls otherwise. The padded input lives in the
-workspace and the forward's cache points at it, so a cache is only good until the next
-forward call with the same workspace; ``conv2d_backward_fast`` refuses a cache whose input was
-overwritten, with a message. One workspace per layer.
+Each call allocates its buffers (the padded input, each thread's ``cols``, ...). A training
+loop calling one layer again and again can pass a ``Conv2dWorkspace`` made once for that
+layer's shapes: the buffers are then reused (on a virtual machine a fresh large array costs a
+page fault per 4 KiB it touches). Nothing is kept between calls otherwise. The padded input
+lives in the workspace and the forward's cache points at it, so a cache is only good until
+the next forward call with the same workspace; ``conv2d_backward_fast`` refuses a cache whose
+input was overwritten, with a message. One workspace per layer.
 
-NumPy's matrix product calls its BLAS (OpenBLAS for the pip wheels), which uses every
-core; run ``benchmarks/numpy_conv.py`` to compare with the matrix product alone and with PyTorch.
+``benchmarks/numpy_conv.py`` compares both passes with their matrix products alone and with
+PyTorch.
 """
+import functools
+import threading
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -67,18 +81,11 @@ from numpy.lib.stride_tricks import as_strided
 # the argument checks are chapter 01's, so both versions refuse bad input with the same messages
 from course_utils.numpy_nn.conv import _check_inputs, _real_array, conv_output_size
 
-# Bytes of the per-block ``cols`` buffer. Smaller blocks stay in the cache, but each block is
-# one matrix-product call, which wakes and synchronises the BLAS threads: on the course's
-# shared 2-core machine blocks of 2-4 MB made the products 3-10 times slower, and 24-32 MB
-# blocks (3 blocks of 10-11 images for the benchmark layer) were as fast as one product.
-_BLOCK_BYTES = 32 * 2**20
-
-# Channels copied together when switching between NCHW and NHWC (see ``_copy_channels_last``):
-# measured on the benchmark layer, 8 channels at a time was the fastest of 4 to 64 into
-# channels last, and all 64 at once the fastest back into channels first.
-_GROUP_TO_LAST = 8
-_GROUP_TO_FIRST = 64
-
+# Bytes of one chunk's ``cols``: small enough that two threads' chunks stay in the cache while
+# the product reads them back, large enough that the Python work per chunk is negligible.
+# On the benchmark layer (one image: 2.4 MB of ``cols``) 4 MiB, one image per chunk, was as
+# fast as any size from 1 to 16 MiB.
+_CHUNK_BYTES = 4 * 2**20
 
 class Conv2dWorkspace:
     """Buffers reused by ``conv2d_forward_fast`` and ``conv2d_backward_fast`` for one layer's shapes.
@@ -137,7 +144,7 @@ class Conv2dWorkspace:
 class FastConv2dCache(NamedTuple):
     """What ``conv2d_forward_fast`` keeps for ``conv2d_backward_fast``."""
 
-    x_pad: np.ndarray  # (N, Hp, Wp, C) the zero-padded input, channels last, in the compute dtype
+    x_pad: np.ndarray  # (N, C, Hp, Wp) the zero-padded input in the compute dtype (a view of a flat buffer)
     w: np.ndarray  # (F, C, KH, KW) in the compute dtype
     x_shape: Tuple[int, int, int, int]  # (N, C, H, W)
     stride: Tuple[int, int]  # (SH, SW)
@@ -198,90 +205,143 @@ def _workspace(workspace, key):
     return workspace
 
 
-# --------------------------------------------------------------------------- layouts and windows
+# --------------------------------------------------------------------------- threads
 
-def _copy_channels_last(dst, src):
-    """``dst[n, y, z, c] = src[n, c, y, z]``: (N, C, H, W) into an (N, H, W, C) view.
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    """threadpoolctl's handle on NumPy's BLAS, or None (no threadpoolctl, or no BLAS it can limit)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    controller = ThreadpoolController().select(user_api="blas")
+    return controller if controller.lib_controllers else None
 
-    One image and ``_GROUP_TO_LAST`` channels at a time: the group's rows are read in order
-    and written in short runs while both stay in the cache (a single ``copyto`` of the whole
-    transposed array took 1.7 times as long on the benchmark layer).
+
+def _blas_threads():
+    """How many threads NumPy's matrix product uses now: 1 when that cannot be found or changed."""
+    controller = _blas_controller()
+    if controller is None:
+        return 1
+    return max(1, max(lib.num_threads for lib in controller.lib_controllers))
+
+
+def _run_in_threads(tasks):
+    """Call each of ``tasks`` (functions of no argument) at once, one thread each, the BLAS on one thread.
+
+    The first task runs in the calling thread. The first error raised by any task is raised
+    again here, once all of them have finished. A single task runs alone, the BLAS keeping
+    its threads.
     """
-    N, C = src.shape[:2]
-    for n in range(N):
-        for c0 in range(0, C, _GROUP_TO_LAST):
-            c1 = min(C, c0 + _GROUP_TO_LAST)
-            np.copyto(dst[n, :, :, c0:c1], src[n, c0:c1].transpose(1, 2, 0))  # (H, W, c1 - c0)
+    if len(tasks) == 1:
+        tasks[0]()
+        return
+    errors = [None] * len(tasks)
+
+    def run(k):
+        try:
+            tasks[k]()
+        except BaseException as error:  # re-raised in the calling thread below
+            errors[k] = error
+
+    with _blas_controller().limit(limits=1):
+        threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(1, len(tasks))]
+        for thread in threads:
+            thread.start()
+        run(0)
+        for thread in threads:
+            thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
 
 
-def _copy_channels_first(dst, src, bias=None):
-    """``dst[n, c, y, z] = src[n, y, z, c] (+ bias[c])``: (N, H, W, C) into an (N, C, H, W) view."""
-    N, C = dst.shape[:2]
-    for n in range(N):
-        for c0 in range(0, C, _GROUP_TO_FIRST):
-            c1 = min(C, c0 + _GROUP_TO_FIRST)
-            group = src[n, :, :, c0:c1].transpose(2, 0, 1)  # (c1 - c0, H, W), a view
-            if bias is None:
-                np.copyto(dst[n, c0:c1], group)
-            else:
-                np.add(group, bias[c0:c1, None, None], out=dst[n, c0:c1])
-
-
-def _windows(src, origin, out_size, kernel_size, stride, dilation):
-    """The im2col matrix of ``src`` as a strided view, no copy.
-
-    ``view[n, i, j, u, v*C + c] = src[n, y0 + i*SH + u*DH, z0 + j*SW + v*DW, c]`` for
-    ``(y0, z0) = origin``: shape (N, H_out, W_out, KH, KW*C) when DW = 1 (the KW taps of a row
-    are adjacent in memory), else (N, H_out, W_out, KH, KW, C). Either way, copied into a
-    C-contiguous array and reshaped to (N*H_out*W_out, KH*KW*C) it is the im2col matrix with
-    columns in (u, v, c) order.
+def _chunks(N, rows, row_bytes):
+    """Split the images and their rows into chunks of about ``_CHUNK_BYTES`` of ``cols`` each, per thread.
 
     Args:
-        src: C-contiguous array (N, Hs, Ws, C), channels last, large enough for every window.
-    """
-    N, _, _, C = src.shape
-    (y0, z0), (H_out, W_out), (KH, KW) = origin, out_size, kernel_size
-    (SH, SW), (DH, DW) = stride, dilation
-    sN, sY, sZ, sC = src.strides
-    base = src[:, y0:, z0:]  # (N, Hs - y0, Ws - z0, C), a view with src's strides
-    if DW == 1:
-        return as_strided(base, (N, H_out, W_out, KH, KW * C), (sN, sY * SH, sZ * SW, sY * DH, sC), writeable=False)
-    return as_strided(base, (N, H_out, W_out, KH, KW, C), (sN, sY * SH, sZ * SW, sY * DH, sZ * DW, sC),
-                      writeable=False)
-
-
-def _blocks(N, H_out, row_bytes):
-    """Split the output rows (n, i) into blocks of about ``_BLOCK_BYTES`` of ``cols`` each.
-
-    Whole images when one fits (``row_bytes`` is the ``cols`` size of one output row),
-    spread evenly over the fewest blocks, else rows of one image.
+        N: images.
+        rows: rows per image (output rows for the forward, input rows for dx).
+        row_bytes: bytes of ``cols`` for one such row.
 
     Returns:
-        (rows, blocks): the most output rows a block holds, and a list of
-        ``(n0, n1, i0, i1)`` (images n0 .. n1-1, output rows i0 .. i1-1).
+        A list, one entry per thread, of lists of chunks ``(n0, n1, r0, r1)``: images
+        n0 .. n1-1, rows r0 .. r1-1. Whole images when one fits, spread evenly over the
+        fewest chunks, chunk k to thread k % T; else bands of rows of one image, every band
+        of image n to thread n % T (so one thread adds up each image's col2im). T is the
+        BLAS's thread count, at most one thread per chunk (per image for bands).
     """
-    rows = max(1, _BLOCK_BYTES // row_bytes)  # output rows (n, i) per block at most
-    if rows >= H_out:
-        count = -(-N // (rows // H_out))  # fewest blocks of whole images
-        images = -(-N // count)  # images per block, spread evenly
-        return images * H_out, [(n0, min(N, n0 + images), 0, H_out) for n0 in range(0, N, images)]
-    return rows, [(n, n + 1, i0, min(H_out, i0 + rows)) for n in range(N) for i0 in range(0, H_out, rows)]
+    band = max(1, _CHUNK_BYTES // row_bytes)  # rows per chunk at most
+    if band >= rows:
+        count = -(-N // (band // rows))  # fewest chunks of whole images
+        per_chunk = -(-N // count)  # images per chunk, spread evenly
+        chunks = [(n0, min(N, n0 + per_chunk), 0, rows) for n0 in range(0, N, per_chunk)]
+        threads = min(_blas_threads(), len(chunks))
+        return [chunks[k::threads] for k in range(threads)]
+    threads = min(_blas_threads(), N)
+    return [[(n, n + 1, r0, min(rows, r0 + band)) for n in range(k, N, threads) for r0 in range(0, rows, band)]
+            for k in range(threads)]
 
 
-def _gather(windows, block, cols_buffer):
-    """Copy one block of the window view into ``cols_buffer``; return it as (positions, KH*KW*C)."""
-    n0, n1, i0, i1 = block
-    part = windows[n0:n1, i0:i1]  # (n1 - n0, i1 - i0, W_out, KH, KW*C) or (..., KH, KW, C), a view
-    count = part.shape[0] * part.shape[1] * part.shape[2]
-    cols = cols_buffer[:count]  # (count, KH*KW*C)
-    np.copyto(cols.reshape(part.shape), part)  # a view of cols in the window's shape
-    return cols
+def _largest(chunks):
+    """The most images and the most rows of any chunk: the sizes of a thread's buffers."""
+    every = [chunk for thread in chunks for chunk in thread]
+    return max(n1 - n0 for n0, n1, _, _ in every), max(r1 - r0 for _, _, r0, r1 in every)
 
 
-def _block_rows(rows, block, W_out):
-    """(count, A) rows of a block as (n1 - n0, i1 - i0, W_out, A), a view."""
-    n0, n1, i0, i1 = block
-    return rows.reshape(n1 - n0, i1 - i0, W_out, rows.shape[1])
+def _part(buffer, shape):
+    """The first numbers of a flat ``buffer`` as a C-contiguous array of ``shape``, a view."""
+    return buffer[:int(np.prod(shape))].reshape(shape)
+
+
+# --------------------------------------------------------------------------- layouts and windows
+
+def _paste(dst, src, top, left):
+    """``dst[..., top + y, left + z] = src[..., y, z]`` where both exist (``top``, ``left`` may be negative)."""
+    y0, z0 = max(0, -top), max(0, -left)  # first row, column of src that lands in dst
+    rows = min(src.shape[-2] - y0, dst.shape[-2] - (top + y0))
+    columns = min(src.shape[-1] - z0, dst.shape[-1] - (left + z0))
+    dst[..., top + y0:top + y0 + rows, left + z0:left + z0 + columns] = src[..., y0:y0 + rows, z0:z0 + columns]
+
+
+def _wrapped_windows(flat, row_width, first_row, rows, kernel_size, dilation):
+    """The stride-1 im2col of ``flat`` over whole padded rows, as a strided view, no copy.
+
+    ``view[n, c, u, v, p] = flat[n, c, (first_row + u*DH)*row_width + v*DW + p]`` for
+    p in [0, rows*row_width): output position (i, j) is p = (i - first_row)*row_width + j,
+    and the columns j >= the real output width are the wrapped ones, to be dropped.
+
+    Args:
+        flat: C-contiguous array (images, channels, length), each channel an image of rows of
+            ``row_width`` numbers, followed by at least DW*(KW - 1) numbers of slack: the
+            wrapped columns of the last row read into it.
+
+    Returns:
+        View (images, channels, KH, KW, rows*row_width).
+    """
+    (KH, KW), (DH, DW) = kernel_size, dilation
+    sN, sC, s1 = flat.strides
+    base = flat[:, :, first_row * row_width:]  # a view with flat's strides
+    return as_strided(base, (flat.shape[0], flat.shape[1], KH, KW, rows * row_width),
+                      (sN, sC, DH * row_width * s1, DW * s1, s1), writeable=False)
+
+
+def _windows(x_pad, first_row, rows, out_width, kernel_size, stride, dilation):
+    """The im2col of ``x_pad`` for output rows first_row .. first_row+rows-1, as a strided view, no copy.
+
+    ``view[n, c, u, v, i, j] = x_pad[n, c, (first_row + i)*SH + u*DH, j*SW + v*DW]``.
+
+    Args:
+        x_pad: array (images, C, Hp, Wp).
+
+    Returns:
+        View (images, C, KH, KW, rows, out_width).
+    """
+    (KH, KW), (SH, SW), (DH, DW) = kernel_size, stride, dilation
+    sN, sC, sY, sZ = x_pad.strides
+    base = x_pad[:, :, first_row * SH:]  # a view with x_pad's strides
+    return as_strided(base, (x_pad.shape[0], x_pad.shape[1], KH, KW, rows, out_width),
+                      (sN, sC, sY * DH, sZ * DW, sY * SH, sZ * SW), writeable=False)
 
 
 # --------------------------------------------------------------------------- forward
@@ -289,8 +349,9 @@ def _block_rows(rows, block, W_out):
 def conv2d_forward_fast(x, w, b, stride=1, padding=0, dilation=1, workspace=None):
     """2-D convolution (cross-correlation) as ``torch.nn.functional.conv2d``, fast, in NumPy.
 
-    Blocks of a channels-last im2col matrix, each multiplied by the filters in one matrix
-    product (see the module docstring); any stride, padding and dilation.
+    Chunks of a few images, each copied into an im2col matrix that stays in the cache and
+    multiplied by the filters, on as many threads as NumPy's BLAS uses (see the module
+    docstring); any stride, padding and dilation.
 
     Args:
         x: input, array (N, C, H, W).
@@ -319,27 +380,42 @@ def conv2d_forward_fast(x, w, b, stride=1, padding=0, dilation=1, workspace=None
     dtype = np.result_type(x, w, b, np.float32)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
-    (PH, PW) = padding
+    (PH, PW), (DH, DW) = padding, dilation
+    Hp, Wp = H + 2 * PH, W + 2 * PW
     work = _workspace(workspace, (x.shape, w.shape, stride, padding, dilation, dtype))
     w = w.astype(dtype, copy=False)
     b = b.astype(dtype, copy=False)
+    w_mat = w.reshape(F, C * KH * KW)  # (F, C*KH*KW), columns in (c, u, v) order, as the windows'
+    bias = b[:, None, None]  # (F, 1, 1)
 
-    x_pad = work.array("x_pad", (N, H + 2 * PH, W + 2 * PW, C), zero_border=True)  # (N, Hp, Wp, C)
-    _copy_channels_last(x_pad[:, PH:PH + H, PW:PW + W], x)  # only the interior is written: the border stays 0
-    # row (u*KW + v)*C + c holds w[:, c, u, v], matching the window's column order
-    w_mat = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, F)  # (KH*KW*C, F), a copy
-    windows = _windows(x_pad, (0, 0), (H_out, W_out), (KH, KW), stride, dilation)  # (N, H_out, W_out, KH, ...)
-
-    capacity, blocks = _blocks(N, H_out, W_out * KH * KW * C * x_pad.itemsize)
-    cols_buffer = work.array("cols", (capacity * W_out, KH * KW * C))  # (positions, KH*KW*C)
-    rows_buffer = work.array("out_rows", (capacity * W_out, F))  # (positions, F)
+    # (N, C, Hp*Wp + slack): each padded channel flat, then DW*(KW-1) zeros the last wrapped columns read
+    x_flat = work.array("x_pad", (N, C, Hp * Wp + DW * (KW - 1)), zero_border=True)
+    x_pad = x_flat[:, :, :Hp * Wp].reshape(N, C, Hp, Wp)  # (N, C, Hp, Wp), a view
     out = np.empty((N, F, H_out, W_out), dtype=dtype)  # (N, F, H_out, W_out)
-    for block in blocks:
-        cols = _gather(windows, block, cols_buffer)  # (count, KH*KW*C)
-        rows = np.matmul(cols, w_mat, out=rows_buffer[:len(cols)])  # (count, F), channels-last outputs
-        n0, n1, i0, i1 = block
-        _copy_channels_first(out[n0:n1, :, i0:i1], _block_rows(rows, block, W_out), bias=b)
+    wrapped = stride == (1, 1)
+    row_width = Wp if wrapped else W_out  # columns of cols per output row
+    chunks = _chunks(N, H_out, row_width * C * KH * KW * x_flat.itemsize)
+    images, rows = _largest(chunks)
 
+    def forward_chunks(k):
+        cols_buffer = work.array(f"cols{k}", (images * C * KH * KW * rows * row_width,))
+        rows_buffer = work.array(f"out_rows{k}", (images * F * rows * row_width,))
+        for n0, n1, i0, i1 in chunks[k]:
+            if i0 == 0:  # the chunk's first band: pad its images (only the interior is written)
+                x_pad[n0:n1, :, PH:PH + H, PW:PW + W] = x[n0:n1]
+            if wrapped:
+                windows = _wrapped_windows(x_flat[n0:n1], Wp, i0, i1 - i0, (KH, KW), dilation)
+            else:
+                windows = _windows(x_pad[n0:n1], i0, i1 - i0, W_out, (KH, KW), stride, dilation)
+            cols = _part(cols_buffer, windows.shape)  # (images, C, KH, KW, positions...)
+            np.copyto(cols, windows)
+            positions = (i1 - i0) * row_width
+            product = _part(rows_buffer, (n1 - n0, F, positions))  # (images, F, positions)
+            np.matmul(w_mat, cols.reshape(n1 - n0, C * KH * KW, positions), out=product)
+            product = product.reshape(n1 - n0, F, i1 - i0, row_width)  # (images, F, rows, row_width)
+            np.add(product[..., :W_out], bias, out=out[n0:n1, :, i0:i1])  # the wrapped columns dropped
+
+    _run_in_threads([functools.partial(forward_chunks, k) for k in range(len(chunks))])
     work.generation += 1
     cache = FastConv2dCache(x_pad, w, x.shape, stride, padding, dilation, workspace, work.generation)
     return out, cache
@@ -372,63 +448,78 @@ def conv2d_backward_fast(dout, cache, workspace=None):
     _check_dout(dout, cache)
     dtype = cache.x_pad.dtype
     work = _workspace(workspace, (cache.x_shape, cache.w.shape, cache.stride, cache.padding, cache.dilation, dtype))
-    db = dout.sum(axis=(0, 2, 3), dtype=dtype)  # (F,)
+    dout = np.ascontiguousarray(dout, dtype=dtype)  # (N, F, H_out, W_out)
+    db = dout.sum(axis=(0, 2, 3))  # (F,)
     if cache.stride == (1, 1):
-        dx, dw = _backward_transposed(dout, cache, work)
+        dx, dw = _backward_wrapped(dout, cache, work)
     else:
         dx, dw = _backward_col2im(dout, cache, work)
     return dx, dw, db
 
 
-def _backward_transposed(dout, cache, work):
-    """Stride 1: one im2col of ``dout`` gives both dx and dw.
+def _backward_wrapped(dout, cache, work):
+    """Stride 1: one wrapped-rows im2col of the padded ``dout`` gives both dx and dw.
 
-    dx is ``dout``, zero-padded by Q = D*(K - 1) into ``dout_pad``, convolved with the kernel
-    flipped and its F and C swapped::
+    dx is ``dout`` convolved with the kernel flipped and its F and C swapped::
 
-        dx[n, c, y, z] = sum_{u, v, f} dout_pad[n, y + PH + u*DH, z + PW + v*DW, f] * w[f, c, KH-1-u, KW-1-v]
+        dx[n, c, y, z] = sum_{u, v, f} dout_pad[n, f, y + u*DH, z + v*DW] * w[f, c, KH-1-u, KW-1-v]
 
-    so with ``dcols`` the im2col of ``dout_pad`` at origin (PH, PW) (one row per input
-    position (n, y, z), columns (u, v, f)), ``dx_rows = dcols @ w_flip``. The same ``dcols``
-    gives dw: ``dw[f, c, KH-1-u, KW-1-v] = sum over positions of dcols[:, (u, v, f)] * x_rows[:, c]``,
-    i.e. ``dw_flip = dcols.T @ x_rows``, (KH*KW*F, positions) @ (positions, C), the positions
-    where x_pad is padding contributing nothing.
+    with ``dout_pad[n, f, r, s] = dout[n, f, r - (QH - PH), s - (QW - PW)]`` (zero outside),
+    of Hq = H + QH rows and Wq = W + QW columns. So with ``dcols`` its wrapped-rows im2col
+    (rows (f, u, v), one column per position (y, z) of H rows of Wq), ``dx = w_flip @ dcols``
+    with its wrapped columns dropped, and ``dw_flip[(f, u, v), c] = sum over positions of
+    dcols[(f, u, v), p] * x_wrapped[c, p]``: ``dcols @ x_wrapped.T``, where x_wrapped is x
+    laid out in rows of Wq, zero in the wrapped columns (so they contribute nothing).
     """
     N, C, H, W = cache.x_shape
     F, _, KH, KW = cache.w.shape
     (PH, PW), (DH, DW) = cache.padding, cache.dilation
     _, _, H_out, W_out = dout.shape
-    QH, QW = DH * (KH - 1), DW * (KW - 1)  # zeros each side: every window that touches dout
-    dout_pad = work.array("dout_pad", (N, H_out + 2 * QH, W_out + 2 * QW, F), zero_border=True)
-    _copy_channels_last(dout_pad[:, QH:QH + H_out, QW:QW + W_out], dout)  # the border stays 0
-    # row (u*KW + v)*F + f holds w[f, :, KH-1-u, KW-1-v]
-    w_flip = cache.w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH * KW * F, C)  # (KH*KW*F, C), a copy
-    windows = _windows(dout_pad, (PH, PW), (H, W), (KH, KW), (1, 1), (DH, DW))  # (N, H, W, KH, ...), a view
-    capacity, blocks = _blocks(N, H, W * KH * KW * F * dout_pad.itemsize)
-    cols_buffer = work.array("dx_cols", (capacity * W, KH * KW * F))  # (positions, KH*KW*F)
-    rows_buffer = work.array("dx_rows", (capacity * W, C))  # (positions, C)
-    x_rows = work.array("x_rows", (N, H, W, C))  # (N, H, W, C): x channels last, contiguous
-    np.copyto(x_rows, cache.x_pad[:, PH:PH + H, PW:PW + W])  # runs of W*C numbers
-    x_rows = x_rows.reshape(N * H * W, C)  # (N*H*W, C), a view
-    dw_flip = np.zeros((KH * KW * F, C), dtype=dout_pad.dtype)  # (KH*KW*F, C), rows in (u, v, f) order
-    product = work.array("dw_product", (KH * KW * F, C))  # (KH*KW*F, C)
-    dx = np.empty((N, C, H, W), dtype=dout_pad.dtype)  # (N, C, H, W)
-    for block in blocks:
-        dcols = _gather(windows, block, cols_buffer)  # (count, KH*KW*F)
-        rows = np.matmul(dcols, w_flip, out=rows_buffer[:len(dcols)])  # (count, C)
-        n0, n1, i0, i1 = block
-        _copy_channels_first(dx[n0:n1, :, i0:i1], _block_rows(rows, block, W))
-        first = (n0 * H + i0) * W  # the block's first position (n0, i0, 0)
-        np.matmul(dcols.T, x_rows[first:first + len(dcols)], out=product)  # (KH*KW*F, count) @ (count, C)
-        dw_flip += product
-    dw = dw_flip.reshape(KH, KW, F, C)[::-1, ::-1].transpose(2, 3, 0, 1)  # (F, C, KH, KW), a view
+    QH, QW = DH * (KH - 1), DW * (KW - 1)
+    Hq, Wq = H + QH, W + QW
+    dtype = cache.x_pad.dtype
+    # w_flip[c, f, u, v] = w[f, c, KH-1-u, KW-1-v]: (C, F*KH*KW), a copy
+    w_flip = np.ascontiguousarray(cache.w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, F * KH * KW)
+    dx = np.empty((N, C, H, W), dtype=dtype)  # (N, C, H, W)
+    chunks = _chunks(N, H, Wq * F * KH * KW * dx.itemsize)
+    images, rows = _largest(chunks)
+    dw_flips = [None] * len(chunks)  # each thread's (F*KH*KW, C)
+
+    def backward_chunks(k):
+        # (images, F, Hq*Wq + slack) and (images, C, H*Wq): zero where nothing is pasted, made once
+        dout_flat = work.array(f"dout_pad{k}", (images, F, Hq * Wq + QW), zero_border=True)
+        x_wrapped = work.array(f"x_wrapped{k}", (images, C, H * Wq), zero_border=True)
+        cols_buffer = work.array(f"dcols{k}", (images * F * KH * KW * rows * Wq,))
+        rows_buffer = work.array(f"dx_rows{k}", (images * C * rows * Wq,))
+        product_buffer = work.array(f"dw_product{k}", (images * F * KH * KW * C,))
+        dw_flip = np.zeros((F * KH * KW, C), dtype=dtype)  # rows in (f, u, v) order
+        for n0, n1, y0, y1 in chunks[k]:
+            count, positions = n1 - n0, (y1 - y0) * Wq
+            if y0 == 0:  # the chunk's first band: lay out its images' dout and x
+                _paste(dout_flat[:count, :, :Hq * Wq].reshape(count, F, Hq, Wq), dout[n0:n1], QH - PH, QW - PW)
+                x_wrapped[:count].reshape(count, C, H, Wq)[..., :W] = cache.x_pad[n0:n1, :, PH:PH + H, PW:PW + W]
+            windows = _wrapped_windows(dout_flat[:count], Wq, y0, y1 - y0, (KH, KW), (DH, DW))
+            dcols = _part(cols_buffer, windows.shape)  # (images, F, KH, KW, positions)
+            np.copyto(dcols, windows)
+            dcols = dcols.reshape(count, F * KH * KW, positions)
+            dx_rows = np.matmul(w_flip, dcols, out=_part(rows_buffer, (count, C, positions)))  # (images, C, positions)
+            dx[n0:n1, :, y0:y1] = dx_rows.reshape(count, C, y1 - y0, Wq)[..., :W]  # the wrapped columns dropped
+            x_band = x_wrapped[:count, :, y0 * Wq:y1 * Wq]  # (images, C, positions)
+            product = np.matmul(dcols, x_band.transpose(0, 2, 1),
+                                out=_part(product_buffer, (count, F * KH * KW, C)))  # (images, F*KH*KW, C)
+            dw_flip += product.sum(axis=0) if count > 1 else product[0]
+        dw_flips[k] = dw_flip
+
+    _run_in_threads([functools.partial(backward_chunks, k) for k in range(len(chunks))])
+    dw_flip = functools.reduce(np.add, dw_flips)  # in thread order: the same sum on every run
+    dw = dw_flip.reshape(F, KH, KW, C)[:, ::-1, ::-1].transpose(0, 3, 1, 2)  # (F, C, KH, KW), a view
     return dx, np.ascontiguousarray(dw)
 
 
 def _backward_col2im(dout, cache, work):
-    """Any stride: dw from the forward's im2col blocks, dx by ``dcols = dout_rows @ w_rows`` and col2im.
+    """Any stride: dw from the forward's im2col chunks, dx by ``dcols = w_mat.T @ dout`` and col2im.
 
-    ``dw_mat += cols.T @ dout_rows`` block by block; ``dcols`` (positions, KH*KW*C) is added
+    ``dw_mat += dout_rows @ cols.T`` chunk by chunk; ``dcols`` (C*KH*KW, positions) is added
     back onto the padded input, one strided add per kernel tap (the pixels one tap reads are
     distinct, so a slice adds them all at once), as chapter 01's ``conv2d_backward``.
     """
@@ -436,33 +527,44 @@ def _backward_col2im(dout, cache, work):
     F, _, KH, KW = cache.w.shape
     (SH, SW), (PH, PW), (DH, DW) = cache.stride, cache.padding, cache.dilation
     _, _, H_out, W_out = dout.shape
-    dout_rows = work.array("dout_rows", (N, H_out, W_out, F))  # (N, H_out, W_out, F), dout channels last
-    _copy_channels_last(dout_rows, dout)
-    x_pad = cache.x_pad  # (N, Hp, Wp, C)
-    windows = _windows(x_pad, (0, 0), (H_out, W_out), (KH, KW), cache.stride, cache.dilation)
-    capacity, blocks = _blocks(N, H_out, W_out * KH * KW * C * x_pad.itemsize)
-    cols_buffer = work.array("cols", (capacity * W_out, KH * KW * C))  # (positions, KH*KW*C)
-    dcols_buffer = work.array("dcols", (capacity * W_out, KH * KW * C))  # (positions, KH*KW*C)
-    # columns in (u, v, c) order, as the windows'
-    w_rows = cache.w.transpose(0, 2, 3, 1).reshape(F, KH * KW * C)  # (F, KH*KW*C), a copy
-    dw_mat = np.zeros((KH * KW * C, F), dtype=x_pad.dtype)  # (KH*KW*C, F), rows in (u, v, c) order
-    product = work.array("dw_product_strided", (KH * KW * C, F))  # (KH*KW*C, F)
-    dx_pad = work.array("dx_pad", x_pad.shape)  # (N, Hp, Wp, C)
-    dx_pad.fill(0)
-    for block in blocks:
-        n0, n1, i0, i1 = block
-        cols = _gather(windows, block, cols_buffer)  # (count, KH*KW*C)
-        block_dout = dout_rows[n0:n1, i0:i1].reshape(len(cols), F)  # (count, F), a view: whole rows
-        np.matmul(cols.T, block_dout, out=product)  # (KH*KW*C, count) @ (count, F)
-        dw_mat += product
-        dcols = np.matmul(block_dout, w_rows, out=dcols_buffer[:len(cols)])  # (count, KH*KW*C)
-        dcols = dcols.reshape(n1 - n0, i1 - i0, W_out, KH, KW, C)  # (images, rows, W_out, KH, KW, C)
-        for u in range(KH):
-            for v in range(KW):
-                rows = slice(i0 * SH + u * DH, (i1 - 1) * SH + u * DH + 1, SH)  # i1 - i0 rows
-                columns = slice(v * DW, v * DW + SW * (W_out - 1) + 1, SW)  # W_out columns
-                dx_pad[n0:n1, rows, columns] += dcols[:, :, :, u, v]  # (images, rows, W_out, C)
-    dw = np.ascontiguousarray(dw_mat.reshape(KH, KW, C, F).transpose(3, 2, 0, 1))  # (F, C, KH, KW)
-    dx = np.empty((N, C, H, W), dtype=x_pad.dtype)  # (N, C, H, W)
-    _copy_channels_first(dx, dx_pad[:, PH:PH + H, PW:PW + W])  # the padding's gradient is dropped
-    return dx, dw
+    x_pad = cache.x_pad  # (N, C, Hp, Wp)
+    dtype = x_pad.dtype
+    w_mat = cache.w.reshape(F, C * KH * KW)  # (F, C*KH*KW), columns in (c, u, v) order
+    dx = np.empty((N, C, H, W), dtype=dtype)  # (N, C, H, W)
+    chunks = _chunks(N, H_out, W_out * C * KH * KW * dx.itemsize)
+    images, rows = _largest(chunks)
+    dw_mats = [None] * len(chunks)  # each thread's (F, C*KH*KW)
+
+    def backward_chunks(k):
+        cols_buffer = work.array(f"cols{k}", (images * C * KH * KW * rows * W_out,))
+        dcols_buffer = work.array(f"dcols{k}", (images * C * KH * KW * rows * W_out,))
+        product_buffer = work.array(f"dw_product{k}", (images * F * C * KH * KW,))
+        dx_pad = work.array(f"dx_pad{k}", (images,) + x_pad.shape[1:])  # (images, C, Hp, Wp)
+        dw_mat = np.zeros((F, C * KH * KW), dtype=dtype)
+        for n0, n1, i0, i1 in chunks[k]:
+            count, positions = n1 - n0, (i1 - i0) * W_out
+            windows = _windows(x_pad[n0:n1], i0, i1 - i0, W_out, (KH, KW), (SH, SW), (DH, DW))
+            cols = _part(cols_buffer, windows.shape)  # (images, C, KH, KW, rows, W_out)
+            np.copyto(cols, windows)
+            cols = cols.reshape(count, C * KH * KW, positions)
+            block_dout = dout[n0:n1, :, i0:i1].reshape(count, F, positions)  # (images, F, positions), a view
+            product = np.matmul(block_dout, cols.transpose(0, 2, 1),
+                                out=_part(product_buffer, (count, F, C * KH * KW)))  # (images, F, C*KH*KW)
+            dw_mat += product.sum(axis=0) if count > 1 else product[0]
+            dcols = np.matmul(w_mat.T, block_dout, out=_part(dcols_buffer, (count, C * KH * KW, positions)))
+            dcols = dcols.reshape(count, C, KH, KW, i1 - i0, W_out)  # (images, C, KH, KW, rows, W_out)
+            pad = dx_pad[:count]
+            if i0 == 0:
+                pad.fill(0)
+            for u in range(KH):
+                for v in range(KW):
+                    rows_read = slice(i0 * SH + u * DH, (i1 - 1) * SH + u * DH + 1, SH)  # i1 - i0 rows
+                    columns = slice(v * DW, v * DW + SW * (W_out - 1) + 1, SW)  # W_out columns
+                    pad[:, :, rows_read, columns] += dcols[:, :, u, v]  # (images, C, rows, W_out)
+            if i1 == H_out:  # the image's last band: its gradient is complete
+                dx[n0:n1] = pad[:, :, PH:PH + H, PW:PW + W]  # the padding's gradient is dropped
+        dw_mats[k] = dw_mat
+
+    _run_in_threads([functools.partial(backward_chunks, k) for k in range(len(chunks))])
+    dw_mat = functools.reduce(np.add, dw_mats)  # in thread order: the same sum on every run
+    return dx, dw_mat.reshape(F, C, KH, KW)
