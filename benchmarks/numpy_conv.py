@@ -1,6 +1,7 @@
 """How fast are ``numpy_nn.conv2d_forward_fast`` / ``conv2d_backward_fast`` next to their GEMM floors and PyTorch?
 
     python benchmarks/numpy_conv.py [--rounds 5] [--block 5] [--repeats 10] [--warmup 3] [--json PATH]
+    python benchmarks/numpy_conv.py --chunk-sizes 0.5,1,2,4,8,16,64   # the chunk-size study only
 
 The layer: input (32, 64, 32, 32), weight (64, 64, 3, 3), padding 1, float32, on the CPU.
 
@@ -11,6 +12,13 @@ product of the same shape (F and C swap; here C = F) and the dw product
 shapes, results written with ``out=`` into preallocated arrays: the products alone, nothing
 else. (Issue 3 showed that PyTorch's warm oneDNN convolution is itself faster than that
 forward floor here, so "1.5x of PyTorch" is out of reach of any GEMM-based NumPy convolution.)
+
+A ratio **below 1** is possible and not a mistake: the floor multiplies the whole im2col matrix
+(75 MB, far larger than the cache) in one product that streams it from memory, while the fast
+version multiplies one image's 2.4 MB at a time, read back from the cache where its copy has just
+put it, on both cores at once (see ``course_utils/numpy_nn/fast_conv.py``); the time the cache
+saves pays for the copies. ``--chunk-sizes`` times the fast passes against the same floors for
+several chunk sizes (``fast_conv._CHUNK_BYTES``, in MiB): the study behind its value.
 
 How it is timed. Each function runs **warm in a block of its own** (``--warmup`` untimed calls,
 then the median of ``--block`` calls, ``course_utils.timing.time_call``), the way a training
@@ -200,6 +208,36 @@ def floor_rounds(floors, implementations, rounds, block, warmup):
     return ratios, seconds
 
 
+def chunk_size_study(sizes_mib, rounds, block, warmup):
+    """Forward and backward ratios to their floors for each chunk size (MiB); prints a table."""
+    from course_utils.numpy_nn import fast_conv
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(X_SHAPE, dtype=np.float32)  # (N, C, H, W)
+    w = rng.standard_normal(W_SHAPE, dtype=np.float32) / 24.0  # (F, C, KH, KW)
+    b = rng.standard_normal(W_SHAPE[0], dtype=np.float32)  # (F,)
+    forward_gemm, backward_gemms = floor_operands(np.random.default_rng(1))
+    default = fast_conv._CHUNK_BYTES
+    print(f"input {X_SHAPE}, weight {W_SHAPE}, padding {PADDING}, float32; one image's cols: "
+          f"{W_SHAPE[1] * 9 * X_SHAPE[2] * (X_SHAPE[3] + 2) * 4 / 2**20:.2f} MiB; default chunk "
+          f"{default / 2**20:g} MiB")
+    print(f"| {'chunk (MiB)':>11} | {'forward vs floor':>16} | {'backward vs floor':>17} |")
+    print(f"|{'-' * 12}:|{'-' * 17}:|{'-' * 18}:|")
+    try:
+        for size in sizes_mib:
+            fast_conv._CHUNK_BYTES = int(size * 2**20)
+            out, cache = conv2d_forward_fast(x, w, b, padding=PADDING)
+            dout = np.ones_like(out)  # (N, F, H_out, W_out)
+            ratios, _ = floor_rounds(
+                {"forward": forward_gemm, "backward": backward_gemms},
+                {"forward": ("forward", lambda: conv2d_forward_fast(x, w, b, padding=PADDING)),
+                 "backward": ("backward", lambda: conv2d_backward_fast(dout, cache))},
+                rounds, block, warmup)
+            print(f"| {size:>11g} | {np.median(ratios['forward']):>15.2f}x | {np.median(ratios['backward']):>16.2f}x |")
+    finally:
+        fast_conv._CHUNK_BYTES = default
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="floor/implementation rounds of blocks")
@@ -207,7 +245,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=10, help="rounds of the interleaved table")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls before each block and table")
     parser.add_argument("--json", metavar="PATH", help="also write the results to this JSON file")
+    parser.add_argument("--chunk-sizes", metavar="MIB,MIB,...",
+                        help="only the chunk-size study: the fast passes against their floors for these chunk sizes")
     args = parser.parse_args()
+    if args.chunk_sizes:
+        chunk_size_study([float(size) for size in args.chunk_sizes.split(",")], args.rounds, args.block, args.warmup)
+        return
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal(X_SHAPE, dtype=np.float32)  # (N, C, H, W)

@@ -57,3 +57,15 @@ def test_training_overhead_loops_run_and_report_seconds_per_epoch():
     for run in (training_overhead.bare_loop, training_overhead.with_fit):
         seconds = run(training_overhead.small_cnn(), loader, 2, torch.device("cpu"))
         assert isinstance(seconds, float) and seconds > 0, run.__name__
+
+
+def test_the_chunk_size_study_prints_one_row_per_size_and_restores_the_chunk(numpy_conv, monkeypatch, capsys):
+    from course_utils.numpy_nn import fast_conv
+
+    monkeypatch.setattr(numpy_conv, "X_SHAPE", (2, 4, 8, 8))  # tiny: the study runs, the numbers mean nothing
+    monkeypatch.setattr(numpy_conv, "W_SHAPE", (4, 4, 3, 3))
+    default = fast_conv._CHUNK_BYTES
+    numpy_conv.chunk_size_study([0.001, 1], rounds=1, block=1, warmup=0)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|") and "x |" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["0.001", "1"]
+    assert fast_conv._CHUNK_BYTES == default

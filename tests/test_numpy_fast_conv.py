@@ -97,7 +97,7 @@ def test_backward_matches_torch_autograd(config, dtype):
         np.testing.assert_allclose(grad, reference, rtol=rtol, atol=atol, err_msg=name)
 
 
-@pytest.mark.parametrize("stride", [1, 2], ids=["flat-path", "strided-path"])
+@pytest.mark.parametrize("stride", [1, 2], ids=["wrapped-rows", "strided"])
 def test_the_benchmark_layer_matches_torch(stride):
     """The benchmark's configuration, smaller batch: C = F = 64, 3x3, padding 1, float32."""
     config = ((2, 64, 32, 32), (64, 64, 3, 3), stride, 1, 1)
@@ -111,15 +111,16 @@ def test_the_benchmark_layer_matches_torch(stride):
         np.testing.assert_allclose(grad, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max(), err_msg=name)
 
 
-def test_results_do_not_depend_on_the_block_size(monkeypatch):
-    """The flat path works block by block; tiny blocks (many of them) give the same numbers."""
+@pytest.mark.parametrize("stride", [1, 2], ids=["wrapped-rows", "strided"])
+def test_results_do_not_depend_on_the_chunk_size(monkeypatch, stride):
+    """Both paths work chunk by chunk; the tiniest chunks (one output row each) give the same numbers."""
     config = ((3, 4, 10, 9), (5, 4, 3, 3), 1, 1, (1, 2))
     x, w, b = _random_case(config, np.float64)
-    out, cache = conv2d_forward_fast(x, w, b, padding=1, dilation=(1, 2))
+    out, cache = conv2d_forward_fast(x, w, b, stride=stride, padding=1, dilation=(1, 2))
     dout = np.random.default_rng(1).standard_normal(out.shape)  # (N, F, H_out, W_out)
     grads = conv2d_backward_fast(dout, cache)
     monkeypatch.setattr(fast_conv, "_CHUNK_BYTES", 1)  # the minimum chunk: one row of one image
-    out_small, cache_small = conv2d_forward_fast(x, w, b, padding=1, dilation=(1, 2))
+    out_small, cache_small = conv2d_forward_fast(x, w, b, stride=stride, padding=1, dilation=(1, 2))
     np.testing.assert_allclose(out_small, out, rtol=1e-12, atol=1e-12)
     for name, grad, grad_small in zip(("dx", "dw", "db"), grads, conv2d_backward_fast(dout, cache_small)):
         np.testing.assert_allclose(grad_small, grad, rtol=1e-12, atol=1e-12, err_msg=name)
@@ -327,3 +328,109 @@ def test_workspace_argument_must_be_a_workspace():
 def test_workspace_rejects_bad_layers(args, kwargs, error, message):
     with pytest.raises(error, match=message):
         Conv2dWorkspace(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------- threads and chunks
+
+THREAD_CASES = [GRID[1], GRID[6], GRID[13], GRID[16]]  # stride 1 (padding, dilation) and strided
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3], ids=["1-thread", "2-threads", "3-threads"])
+@pytest.mark.parametrize("chunk_bytes", [1, None], ids=["row-bands", "whole-images"])
+@pytest.mark.parametrize("config", THREAD_CASES, ids=_ids)
+def test_results_do_not_depend_on_the_thread_count(monkeypatch, config, threads, chunk_bytes):
+    """However the chunks are shared out (threads, bands of rows or whole images), the numbers agree with torch."""
+    _, _, stride, padding, dilation = config
+    settings = dict(stride=stride, padding=padding, dilation=dilation)
+    x, w, b = _random_case(config, np.float64)
+    x = np.concatenate([x, x[::-1] * 0.5, -x])  # 3x the images: more chunks than threads
+    monkeypatch.setattr(fast_conv, "_blas_threads", lambda: threads)
+    if chunk_bytes is not None:
+        monkeypatch.setattr(fast_conv, "_CHUNK_BYTES", chunk_bytes)
+    out, cache = conv2d_forward_fast(x, w, b, **settings)
+    dout = np.random.default_rng(1).standard_normal(out.shape)  # (N, F, H_out, W_out)
+    expected_out, expected = _torch_reference(x, w, b, stride, padding, dilation, dout)
+    rtol, atol = _tolerance(np.float64, expected_out)
+    np.testing.assert_allclose(out, expected_out, rtol=rtol, atol=atol)
+    for name, grad, reference in zip(("dx", "dw", "db"), conv2d_backward_fast(dout, cache), expected):
+        rtol, atol = _tolerance(np.float64, reference)
+        np.testing.assert_allclose(grad, reference, rtol=rtol, atol=atol, err_msg=f"{name} with {threads} threads")
+
+
+def test_the_same_call_gives_the_same_numbers_every_time():
+    """The threads' weight gradients are summed in a fixed order: float32 results are bit for bit the same."""
+    config = ((16, 8, 12, 12), (8, 8, 3, 3), 1, 1, 1)
+    x, w, b = _random_case(config, np.float32)
+    dout = np.random.default_rng(1).standard_normal((16, 8, 12, 12)).astype(np.float32)
+    first = conv2d_backward_fast(dout, conv2d_forward_fast(x, w, b, padding=1)[1])
+    for _ in range(5):
+        again = conv2d_backward_fast(dout, conv2d_forward_fast(x, w, b, padding=1)[1])
+        for name, a, b_ in zip(("dx", "dw", "db"), first, again):
+            np.testing.assert_array_equal(a, b_, err_msg=name)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 10**4, 10**9], ids=["bands", "some-images", "all-images"])
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_chunks_cover_every_row_once_and_keep_an_image_in_one_thread(monkeypatch, threads, chunk_bytes):
+    monkeypatch.setattr(fast_conv, "_blas_threads", lambda: threads)
+    monkeypatch.setattr(fast_conv, "_CHUNK_BYTES", chunk_bytes)
+    N, rows = 7, 6
+    chunks = fast_conv._chunks(N, rows, row_bytes=1000)
+    assert 1 <= len(chunks) <= threads
+    covered = np.zeros((N, rows), dtype=int)
+    owner = {}
+    for thread, thread_chunks in enumerate(chunks):
+        assert thread_chunks, f"thread {thread} got no chunk"
+        for n0, n1, r0, r1 in thread_chunks:
+            covered[n0:n1, r0:r1] += 1
+            for n in range(n0, n1):
+                assert owner.setdefault(n, thread) == thread, f"image {n} is split over threads"
+    np.testing.assert_array_equal(covered, 1, err_msg="every (image, row) exactly once")
+
+
+def test_an_error_in_a_worker_thread_reaches_the_caller_and_the_blas_threads_come_back():
+    controller = fast_conv._blas_controller()
+    if controller is None:
+        pytest.skip("threadpoolctl finds no BLAS to limit here")
+    before = [lib.num_threads for lib in controller.lib_controllers]
+    seen = []
+
+    def fine():
+        seen.append([lib.num_threads for lib in controller.lib_controllers])
+
+    def broken():
+        raise RuntimeError("worker failed")
+
+    with pytest.raises(RuntimeError, match="worker failed"):
+        fast_conv._run_in_threads([fine, broken, fine])
+    assert seen == [[1] * len(before)] * 2, "each worker's BLAS runs on one thread"
+    assert [lib.num_threads for lib in controller.lib_controllers] == before, "the BLAS threads were not restored"
+
+
+def test_without_threadpoolctl_everything_runs_in_the_calling_thread(monkeypatch):
+    config = ((6, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1)
+    x, w, b = _random_case(config, np.float64)
+    expected = _torch_reference(x, w, b, 1, 1, 1)
+    monkeypatch.setattr(fast_conv, "_blas_controller", lambda: None)
+
+    def no_threads(*args, **kwargs):
+        raise AssertionError("a thread was started")
+
+    monkeypatch.setattr(fast_conv.threading, "Thread", no_threads)
+    out, cache = conv2d_forward_fast(x, w, b, padding=1)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+    conv2d_backward_fast(np.ones_like(out), cache)
+
+
+@pytest.mark.parametrize("config", [GRID[1], GRID[4], GRID[6]], ids=_ids)
+def test_a_non_finite_input_spoils_only_the_outputs_that_read_it(config):
+    """The wrapped columns read across the end of a row; what they compute is dropped, so an inf stays local."""
+    _, _, stride, padding, dilation = config
+    x, w, b = _random_case(config, np.float64)
+    x[0, 0, 2, -1] = np.inf  # at the end of a row: the next row's wrapped columns read it
+    x[-1, -1, -1, 0] = np.nan
+    out, _ = conv2d_forward_fast(x, w, b, stride=stride, padding=padding, dilation=dilation)
+    expected = _torch_reference(x, w, b, stride, padding, dilation)
+    np.testing.assert_array_equal(np.isfinite(out), np.isfinite(expected))
+    finite = np.isfinite(expected)
+    np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-10, atol=1e-12)
