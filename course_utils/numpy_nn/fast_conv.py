@@ -44,7 +44,9 @@ What this version does instead
    (``threadpoolctl``, restored afterwards). Chunk k goes to thread k % T and the threads'
    weight gradients are summed in thread order: the same numbers on every run. With one
    BLAS thread, one chunk, or no ``threadpoolctl``, the chunks run in the calling thread
-   and the BLAS keeps its threads.
+   and the BLAS keeps its threads. The BLAS limit is process-wide: while a call runs, other
+   threads' NumPy products get one BLAS thread too, so call these functions from one thread
+   at a time (a training loop does).
 
 The backward pass reuses the same machinery, one image chunk at a time:
 
