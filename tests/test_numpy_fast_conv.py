@@ -434,3 +434,13 @@ def test_a_non_finite_input_spoils_only_the_outputs_that_read_it(config):
     np.testing.assert_array_equal(np.isfinite(out), np.isfinite(expected))
     finite = np.isfinite(expected)
     np.testing.assert_allclose(out[finite], expected[finite], rtol=1e-10, atol=1e-12)
+
+
+def test_threads_without_a_blas_limit_still_give_the_right_numbers(monkeypatch):
+    """Should the BLAS be unreachable while threads are asked for, the threads run anyway, unlimited."""
+    config = ((6, 3, 8, 8), (4, 3, 3, 3), 1, 1, 1)
+    x, w, b = _random_case(config, np.float64)
+    monkeypatch.setattr(fast_conv, "_blas_controller", lambda: None)
+    monkeypatch.setattr(fast_conv, "_blas_threads", lambda: 2)
+    out, _ = conv2d_forward_fast(x, w, b, padding=1)
+    np.testing.assert_allclose(out, _torch_reference(x, w, b, 1, 1, 1), rtol=1e-10, atol=1e-12)

@@ -73,6 +73,7 @@ input was overwritten, with a message. One workspace per layer.
 ``benchmarks/numpy_conv.py`` compares both passes with their matrix products alone and with
 PyTorch.
 """
+import contextlib
 import functools
 import threading
 from typing import NamedTuple, Optional, Tuple
@@ -248,7 +249,8 @@ def _run_in_threads(tasks):
         except BaseException as error:  # re-raised in the calling thread below
             errors[k] = error
 
-    with _blas_controller().limit(limits=1):
+    controller = _blas_controller()
+    with controller.limit(limits=1) if controller is not None else contextlib.nullcontext():
         threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(1, len(tasks))]
         for thread in threads:
             thread.start()
