@@ -260,7 +260,7 @@ def test_amp_check_fails_when_no_step_is_taken():
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
             loss = F.cross_entropy(model(inputs), targets)
         scaler.scale(loss).backward()
-        return float(loss)
+        return float(loss.detach())
 
     assert_same_failure(checks.check_amp_step, {"amp_step": amp_step}, r"those of no step at all")
 
